@@ -1,0 +1,69 @@
+"""Fully connected layers: the hidden layer and the logistic-regression output."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from utils import rna
+from utils.layer import Layer, init_linear, linear_tail
+
+
+def hidden_layer(n_units: int, *, activation="relu", batch_norm=True, gaussian_std=0.0,
+                 p_drop=0.0) -> Layer:
+    """linear -> batch norm -> Gaussian noise -> activation -> dropout."""
+    activation = rna.get_activation(activation)
+    p_drop = rna.check_probability(p_drop, "p_drop")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        (n_in,) = input_shape
+        params, state = init_linear(key, (n_in, n_units), n_in, n_units,
+                                    gain=activation.glorot_gain, batch_norm=batch_norm,
+                                    dtype=dtype)
+        return (n_units,), params, state
+
+    def apply(params, state, x, *, train, key=None):
+        return linear_tail(params, state, rna.dense(x, params["w"]), train=train, key=key,
+                           batch_norm=batch_norm, gaussian_std=gaussian_std, pool=None,
+                           activation=activation, p_drop=p_drop)
+
+    return Layer(init, apply, f"hidden {n_units} {activation.name}"
+                 + (" BN" if batch_norm else "") + (f" drop {p_drop:g}" if p_drop else ""))
+
+
+def logistic_regression(n_classes: int = 7) -> Layer:
+    """Softmax output layer; apply returns the linear (pre-softmax) outputs, the logits."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        (n_in,) = input_shape
+        params, state = init_linear(key, (n_in, n_classes), n_in, n_classes, gain=1.0,
+                                    batch_norm=False, dtype=dtype)
+        return (n_classes,), params, state
+
+    def apply(params, state, x, *, train, key=None):
+        return rna.dense(x, params["w"]) + params["b"], state
+
+    return Layer(init, apply, f"softmax {n_classes}")
+
+
+def p_y_given_x(logits):
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def y_pred(logits):
+    return jnp.argmax(logits, axis=-1)
+
+
+def negative_log_likelihood(logits, y, weights=None):
+    """Mean -log p(y|x); ``weights`` (0/1 per row) masks padding rows out of the mean."""
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), y[:, None], axis=-1)[:, 0]
+    if weights is None:
+        return jnp.mean(nll)
+    return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def errors(logits, y, weights=None):
+    """Fraction of misclassified rows (the thesis's error rate)."""
+    wrong = (y_pred(logits) != y).astype(jnp.float32)
+    if weights is None:
+        return jnp.mean(wrong)
+    return jnp.sum(wrong * weights) / jnp.maximum(jnp.sum(weights), 1.0)
