@@ -1,0 +1,133 @@
+"""The compiled steps of training and evaluation, and the state they carry.
+
+``Steps`` builds, once per experiment, the only compiled functions a network needs:
+``train`` (forward in train mode, backward, optimiser update) and ``eval`` (forward in test
+mode), plus ``batch_stats`` (a deterministic train-mode forward that reports each batch's BN
+statistics, for the population statistics). The train/eval flag is static, so however many
+times they are called each is traced once (``Steps.traces`` counts it).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mlp.layers import errors, negative_log_likelihood
+from utils import rna
+
+
+class TrainState(NamedTuple):
+    """Everything training needs to go on: a pytree, so it jits, donates and serialises."""
+
+    params: Any
+    bn_state: Any
+    opt_state: Any
+    step: jax.Array  # int32: updates done in this phase
+    key: jax.Array  # uint32 key data: the base of every step's key (fold_in(key, step))
+    lr_scale: jax.Array  # float32: multiplies the schedule (annealing, reduce-on-plateau)
+
+
+def key_data(seed_or_key) -> jax.Array:
+    key = jax.random.key(seed_or_key) if isinstance(seed_or_key, int) else seed_or_key
+    return jax.random.key_data(key)
+
+
+class Steps:
+    def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,
+                 bn_stats="population", bn_momentum=0.99):
+        if bn_stats not in ("population", "ema"):
+            raise ValueError(f"bn_stats must be 'population' or 'ema', got {bn_stats!r}")
+        self.network = network
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.L1_reg, self.L2_reg = float(L1_reg), float(L2_reg)
+        self.bn_stats, self.bn_momentum = bn_stats, float(bn_momentum)
+        self.traces = Counter()
+        self.train = jax.jit(self._train_step, donate_argnums=0)
+        self.eval = jax.jit(self._eval_step)
+        self.batch_stats = jax.jit(self._batch_stats)
+
+    def init_state(self, init_key, train_key) -> TrainState:
+        """Fresh parameters from ``init_key`` (so a retrain starts from the same values)."""
+        params, bn_state = self.network.init(jax.random.wrap_key_data(key_data(init_key)))
+        return TrainState(params=params, bn_state=bn_state,
+                          opt_state=self.optimizer.init(params),
+                          step=jnp.zeros((), jnp.int32), key=key_data(train_key),
+                          lr_scale=jnp.ones((), jnp.float32))
+
+    # ---- compiled bodies (Python runs once per trace) --------------------------------------
+    def _train_step(self, state: TrainState, x, y):
+        self.traces["train"] += 1
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+
+        def cost_fn(params):
+            logits, batch_states = self.network.apply(params, state.bn_state, x, train=True,
+                                                      key=key)
+            nll = negative_log_likelihood(logits, y)
+            cost = nll + rna.l1_l2_penalty(params, self.L1_reg, self.L2_reg)
+            return cost, (batch_states, nll, errors(logits, y))
+
+        (cost, (batch_states, nll, error)), grads = jax.value_and_grad(
+            cost_fn, has_aux=True)(state.params)
+        learning_rate = self.schedule(state.step) * state.lr_scale
+        opt_state = state.opt_state._replace(
+            hyperparams={**state.opt_state.hyperparams, "learning_rate": learning_rate})
+        updates, opt_state = self.optimizer.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        bn_state = (rna.ema_statistics(state.bn_state, batch_states, self.bn_momentum)
+                    if self.bn_stats == "ema" else state.bn_state)
+        new_state = state._replace(params=params, bn_state=bn_state, opt_state=opt_state,
+                                   step=state.step + 1)
+        metrics = {"cost": cost, "nll": nll, "error": error, "learning_rate": learning_rate}
+        return new_state, metrics
+
+    def _eval_step(self, params, bn_state, x):
+        self.traces["eval"] += 1
+        logits, _ = self.network.apply(params, bn_state, x, train=False)
+        return logits
+
+    def _batch_stats(self, params, bn_state, x):
+        self.traces["batch_stats"] += 1
+        _, batch_states = self.network.apply(params, bn_state, x, train=True, key=None)
+        return batch_states
+
+    # ---- host-side loops -------------------------------------------------------------------
+    def predict(self, params, bn_state, batches) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, labels) over padded evaluation batches, padding rows dropped."""
+        logits, labels = [], []
+        for batch in batches:
+            out = np.asarray(self.eval(params, bn_state, batch.x))
+            logits.append(out[:batch.n_valid])
+            labels.append(np.asarray(batch.y)[:batch.n_valid])
+        if not logits:
+            return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
+        return np.concatenate(logits), np.concatenate(labels)
+
+    def population_statistics(self, params, bn_state, batches):
+        """BN population statistics (BN paper) over full training mini-batches."""
+        states = [self.batch_stats(params, bn_state, batch.x) for batch in batches]
+        if not states:
+            raise ValueError("no training batches to compute batch-norm statistics from")
+        return rna.population_statistics(states)
+
+
+def cost_and_error(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean negative log-likelihood and error rate, in float64 on the host."""
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    nll = -log_p[np.arange(len(labels)), labels].mean()
+    return float(nll), float((z.argmax(axis=1) != labels).mean())
+
+
+def summed_variant_logits(logits: np.ndarray, source_index: np.ndarray, n_sources: int):
+    """Augmented test: each source image's pre-softmax outputs summed over its variants."""
+    summed = np.zeros((n_sources, logits.shape[1]), np.float64)
+    np.add.at(summed, source_index, logits)
+    return summed
