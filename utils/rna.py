@@ -69,8 +69,9 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
 
 def closest_name(name: str, valid) -> str:
     """' (did you mean 'x'?)' for the valid name closest to ``name``, or '' if none is close."""
-    match = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    by_lower = {str(v).lower(): v for v in valid}
+    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
+    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
 def get_activation(spec) -> Activation:
