@@ -1,0 +1,248 @@
+"""Build one of the thesis's offline-augmented FER2013 datasets as an HDF5 file.
+
+    python -m loaders.build_dataset SOURCE --variant {raw,mirror,crop5,variant14} --out FILE.h5
+        [--val-sources N] [--seed S] [--drop-blank] [--skip-bad-rows] [--overwrite] [--quiet]
+
+SOURCE is a Kaggle fer2013.csv, the same gzip-compressed, or a folder with train/<class>/ and
+test/<class>/ image folders. Errors print `error: <message>` and exit with status 2; the output
+is written to a temporary file and only renamed into place once complete.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from loaders import hdf5
+from loaders.augment import VARIANTS, Variant, get_variant
+from loaders.sources import CLASS_NAMES, IMAGE_SIZE, TEST_USAGES, DatasetError, SourceData, \
+    read_source
+
+THESIS_TRAINING_SOURCES = 28709
+# The thesis's validation sources per variant (chapter 5.2): mirror 7,418 = 3709 x 2 images,
+# crop5 30,000 = 3000 x 10, variant14 40,180 = 2870 x 14; raw follows mirror.
+THESIS_VAL_SOURCES = {"raw": 3709, "mirror": 3709, "crop5": 3000, "variant14": 2870}
+# Source images augmented per block: bounds memory (variant14: 1024 x 14 x 42 x 42 = 25 MB).
+BLOCK_SOURCES = 1024
+
+logger = logging.getLogger(__name__)
+
+
+def default_val_sources(variant: str, n_training_sources: int) -> int:
+    """The thesis's count for the variant, scaled to the number of training sources."""
+    return round(THESIS_VAL_SOURCES[variant] * n_training_sources / THESIS_TRAINING_SOURCES)
+
+
+def stratified_validation(labels: np.ndarray, n_val: int, seed: int) -> np.ndarray:
+    """Sorted indices of `n_val` sources, chosen per class in proportion to class frequency.
+
+    Each class gets floor(n_val * count / total) sources; the sources left over go one each to
+    the classes with the largest remainders (ties to the lower class number). Within a class the
+    choice is numpy's default_rng(seed).choice without replacement, classes in order 0..6.
+    """
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    total = int(counts.sum())
+    per_class, remainders = np.divmod(n_val * counts, total)
+    per_class[np.argsort(-remainders, kind="stable")[:n_val - int(per_class.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == label), size=count, replace=False)
+              for label, count in enumerate(per_class)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def is_blank(images: np.ndarray) -> np.ndarray:
+    """True for images whose pixels all have one value (FER2013 has a dozen black frames)."""
+    flat = images.reshape(len(images), -1)
+    return flat.min(axis=1) == flat.max(axis=1)
+
+
+def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLike, *,
+                  val_sources: int | None = None, seed: int = 0, drop_blank: bool = False,
+                  overwrite: bool = False, skip_bad_rows: bool = False,
+                  progress: bool = False) -> Path:
+    """Build the `variant` dataset of `source` into the HDF5 file `out` and return its path.
+
+    val_sources: training source images held out for validation (all their variants go to
+    /val, none to /train_noval); None takes the thesis's count scaled to the source
+    (`default_val_sources`), 0 builds no /val. drop_blank leaves out constant images from
+    training and test alike. Raises DatasetError for any bad input or unwritable output; no
+    file is left at `out` (nor a temporary one beside it) unless the build succeeds.
+    """
+    spec = get_variant(variant)
+    if val_sources is not None and (not isinstance(val_sources, (int, np.integer))
+                                    or val_sources < 0):
+        raise DatasetError(f"val_sources must be a whole number >= 0, got {val_sources!r}")
+    out = Path(out)
+    with hdf5.atomic_output(out, overwrite=overwrite) as temporary:
+        data = read_source(source, skip_bad_rows=skip_bad_rows, progress=progress)
+        if data.skipped:
+            logger.warning("skipped %d bad rows or images; the first: %s",
+                           len(data.skipped), data.skipped[0])
+        training = data.select(data.usage == "Training")
+        test = data.select(data.usage != "Training")
+        if len(training.images) == 0:
+            raise DatasetError(f"{source}: no Training images")
+        # Source indices count the source's Training images in reading order, before blanks
+        # are dropped, so they name the same image whatever the options.
+        training_index = np.arange(len(training.images))
+        n_blank_training = n_blank_test = 0
+        if drop_blank:
+            blank_training, blank_test = is_blank(training.images), is_blank(test.images)
+            n_blank_training, n_blank_test = int(blank_training.sum()), int(blank_test.sum())
+            training_index = training_index[~blank_training]
+            training, test = training.select(~blank_training), test.select(~blank_test)
+        n_training = len(training.images)
+        n_val = default_val_sources(variant, n_training) if val_sources is None else int(val_sources)
+        if n_val >= n_training:
+            raise DatasetError(f"val_sources={n_val} leaves no training sources "
+                               f"(the source has {n_training} usable Training images)")
+        val_rows = stratified_validation(training.labels, n_val, seed)
+        attributes = {
+            "format_version": hdf5.FORMAT_VERSION,
+            "builder": "loaders.build_dataset",
+            "variant": spec.name,
+            "n_variants": spec.n_variants,
+            "variant_names": list(spec.variant_names),
+            "image_size": [spec.image_size, spec.image_size],
+            "source_image_size": [IMAGE_SIZE, IMAGE_SIZE],
+            "class_names": list(CLASS_NAMES),
+            "source_name": data.name,
+            "source_kind": data.kind,
+            "source_sha256": data.sha256,
+            "seed": seed,
+            "val_sources": n_val,
+            "val_sources_rule": "thesis count scaled" if val_sources is None else "given",
+            "n_training_sources": n_training,
+            "n_test_sources": len(test.images),
+            "drop_blank": drop_blank,
+            "n_blank_dropped_training": n_blank_training,
+            "n_blank_dropped_test": n_blank_test,
+            "n_bad_rows_skipped": len(data.skipped),
+        }
+        try:
+            with h5py.File(temporary, "w") as file:
+                hdf5.set_attributes(file, attributes)
+                _write_training(file, spec, training, training_index, val_rows, progress)
+                _write_test(file, spec, test, progress)
+        except OSError as error:
+            raise DatasetError(f"{out}: cannot write ({error})") from None
+    return out
+
+
+def _write_training(file: h5py.File, spec: Variant, training: SourceData,
+                    training_index: np.ndarray, val_rows: np.ndarray, progress: bool) -> None:
+    """/train ordered noval sources then val sources, so /train_noval and /val are row ranges."""
+    is_val = np.zeros(len(training.images), bool)
+    is_val[val_rows] = True
+    order = np.concatenate([np.flatnonzero(~is_val), val_rows])
+    n_variants = spec.n_variants
+    images = hdf5.create_split(
+        file, "train", (spec.image_size, spec.image_size),
+        {"labels": np.repeat(training.labels[order], n_variants),
+         "source_index": np.repeat(training_index[order], n_variants).astype(np.int32),
+         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(order))},
+        "every variant of every training source image; the train_noval rows, then the val rows")
+    _write_augmented(images, spec, training.images, order, progress, "train")
+    n_noval_rows = (len(order) - len(val_rows)) * n_variants
+    hdf5.create_view_split(file, "train_noval", "train", 0, n_noval_rows,
+                           "rows of /train from the sources not held out for validation")
+    if len(val_rows):
+        hdf5.create_view_split(file, "val", "train", n_noval_rows, len(order) * n_variants,
+                               "rows of /train from the validation sources")
+
+
+def _write_test(file: h5py.File, spec: Variant, test: SourceData, progress: bool) -> None:
+    usage = hdf5.usage_codes(test.usage)
+    images = hdf5.create_split(
+        file, "test", (spec.image_size, spec.image_size),
+        {"labels": test.labels, "usage": usage},
+        "each test image once, in the variant's plain view (variant 0)")
+    images[...] = spec.test_view(test.images)
+    images.parent.attrs["usage_names"] = list(TEST_USAGES)
+    if spec.n_variants == 1:
+        return
+    n_variants = spec.n_variants
+    images = hdf5.create_split(
+        file, "test_aug", (spec.image_size, spec.image_size),
+        {"labels": np.repeat(test.labels, n_variants),
+         "usage": np.repeat(usage, n_variants),
+         "source_index": np.repeat(np.arange(len(test.images), dtype=np.int32), n_variants),
+         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(test.images))},
+        "every variant of every test image; source_index is the image's row of /test")
+    images.parent.attrs["usage_names"] = list(TEST_USAGES)
+    _write_augmented(images, spec, test.images, np.arange(len(test.images)), progress, "test_aug")
+
+
+def _write_augmented(images: h5py.Dataset, spec: Variant, sources: np.ndarray,
+                     order: np.ndarray, progress: bool, split: str) -> None:
+    """Fill `images` with the variants of sources[order], a block of source images at a time."""
+    n_variants = spec.n_variants
+    with tqdm(total=len(order), unit="img", desc=f"{spec.name} {split}", disable=not progress,
+              leave=False) as bar:
+        for start in range(0, len(order), BLOCK_SOURCES):
+            block = order[start:start + BLOCK_SOURCES]
+            augmented = spec.augment(sources[block])
+            images[start * n_variants:(start + len(block)) * n_variants] = \
+                augmented.reshape(-1, spec.image_size, spec.image_size)
+            bar.update(len(block))
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loaders.build_dataset",
+        description="Build an offline-augmented FER2013 dataset (HDF5) from a Kaggle CSV "
+                    "(.csv or .csv.gz) or a folder with train/<class>/ and test/<class>/.")
+    parser.add_argument("source", help="fer2013.csv, fer2013.csv.gz, or the images folder")
+    parser.add_argument("--variant", required=True, choices=list(VARIANTS),
+                        help="raw (1 per image), mirror (2), crop5 (10), variant14 (14)")
+    parser.add_argument("--out", required=True, help="the HDF5 file to write")
+    parser.add_argument("--val-sources", type=int, default=None, metavar="N",
+                        help="training source images held out for validation (default: the "
+                             "thesis's count for the variant scaled to the source; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation choice")
+    parser.add_argument("--drop-blank", action="store_true",
+                        help="leave out constant (blank) images, training and test")
+    parser.add_argument("--skip-bad-rows", action="store_true",
+                        help="leave out malformed rows or images and report how many")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (shown on a terminal only) and no summary")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    started = time.perf_counter()
+    try:
+        out = build_dataset(args.source, args.variant, args.out, val_sources=args.val_sources,
+                            seed=args.seed, drop_blank=args.drop_blank,
+                            overwrite=args.overwrite, skip_bad_rows=args.skip_bad_rows,
+                            progress=not args.quiet and sys.stderr.isatty())
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.out} not written", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(summary(out, time.perf_counter() - started))
+    return 0
+
+
+def summary(path: Path, seconds: float) -> str:
+    info = hdf5.dataset_info(path)
+    sizes = ", ".join(f"{split} {count:,}" for split, count in info["split_sizes"].items())
+    height, width = info["image_size"]
+    return (f"{path}: {info['variant']} ({info['n_variants']} per image, {height}x{width}), "
+            f"{sizes}; {info['val_sources']} validation sources; "
+            f"{path.stat().st_size / 2**20:.1f} MiB in {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
