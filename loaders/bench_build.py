@@ -1,0 +1,91 @@
+"""Benchmark of the dataset builder on the full FER2013 CSV.
+
+    python -m loaders.bench_build [SOURCE] [--variants raw mirror crop5 variant14]
+
+Each build runs as `python -m loaders.build_dataset` in a child process, so its peak memory is
+that process's own maximum resident set size (os.wait4's ru_maxrss), interpreter and imports
+included; the time is the child's wall-clock time, start-up included. Images/s counts the images
+written (train + test + test_aug). The outputs go to a temporary folder, removed afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loaders.augment import VARIANTS
+from loaders.hdf5 import dataset_info
+from loaders.sample import FULL_FER2013
+
+# The issue's targets for variant14 on the development machine (2 cores).
+TARGET_SECONDS = 60
+TARGET_PEAK_OVER_OUTPUT = 2.0
+
+
+def bench_variant(source: Path, variant: str, folder: Path) -> dict:
+    out = folder / f"{variant}.h5"
+    command = [sys.executable, "-m", "loaders.build_dataset", str(source), "--variant", variant,
+               "--out", str(out), "--overwrite", "--quiet"]
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stderr=errors)
+        # wait4 reaps the child and reports its own resource usage, peak memory included.
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"building {variant} failed (status {child.returncode}): "
+                               f"{errors.read().strip()}")
+    sizes = dataset_info(out)["split_sizes"]
+    n_images = sum(sizes.get(split, 0) for split in ("train", "test", "test_aug"))
+    output_bytes = out.stat().st_size
+    peak_bytes = usage.ru_maxrss * 1024  # kilobytes on Linux
+    out.unlink()
+    return {"variant": variant, "seconds": seconds, "images": n_images,
+            "images_per_second": n_images / seconds, "output_bytes": output_bytes,
+            "peak_bytes": peak_bytes, "peak_over_output": peak_bytes / output_bytes,
+            "split_sizes": sizes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loaders.bench_build",
+                                     description="Time and peak memory of each dataset build.")
+    parser.add_argument("source", nargs="?", default=str(FULL_FER2013),
+                        help="the full fer2013.csv(.gz) (default: %(default)s)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    args = parser.parse_args(argv)
+    source = Path(args.source)
+    if not source.exists():
+        print(f"error: {source} not found; pass the full fer2013.csv or fer2013.csv.gz as SOURCE",
+              file=sys.stderr)
+        return 2
+    print(f"source {source} ({source.stat().st_size / 2**20:.1f} MiB), {os.cpu_count()} CPUs")
+    print(f"{'variant':<10} {'time s':>7} {'images':>9} {'images/s':>9} {'output MiB':>11} "
+          f"{'peak MiB':>9} {'peak/output':>12}  split sizes")
+    with tempfile.TemporaryDirectory(prefix="bench_build_") as folder:
+        for variant in args.variants:
+            try:
+                result = bench_variant(source, variant, Path(folder))
+            except RuntimeError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            sizes = " ".join(f"{split}={count}" for split, count in result["split_sizes"].items())
+            print(f"{variant:<10} {result['seconds']:7.1f} {result['images']:9,d} "
+                  f"{result['images_per_second']:9,.0f} {result['output_bytes'] / 2**20:11.1f} "
+                  f"{result['peak_bytes'] / 2**20:9.1f} {result['peak_over_output']:12.2f}  {sizes}",
+                  flush=True)
+            if variant == "variant14":
+                ok = (result["seconds"] < TARGET_SECONDS
+                      and result["peak_over_output"] < TARGET_PEAK_OVER_OUTPUT)
+                print(f"variant14 target (< {TARGET_SECONDS} s, peak < "
+                      f"{TARGET_PEAK_OVER_OUTPUT:g} x output): {'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
