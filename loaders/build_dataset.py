@@ -85,25 +85,28 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
         if data.skipped:
             logger.warning("skipped %d bad rows or images; the first: %s",
                            len(data.skipped), data.skipped[0])
-        training = data.select(data.usage == "Training")
-        test = data.select(data.usage != "Training")
-        if len(training.images) == 0:
+        # The builder works on row indices into the source, so its pixels are never copied.
+        is_training = data.usage == "Training"
+        training_rows, test_rows = np.flatnonzero(is_training), np.flatnonzero(~is_training)
+        if len(training_rows) == 0:
             raise DatasetError(f"{source}: no Training images")
         # Source indices count the source's Training images in reading order, before blanks
         # are dropped, so they name the same image whatever the options.
-        training_index = np.arange(len(training.images))
+        training_number = np.arange(len(training_rows))
         n_blank_training = n_blank_test = 0
         if drop_blank:
-            blank_training, blank_test = is_blank(training.images), is_blank(test.images)
-            n_blank_training, n_blank_test = int(blank_training.sum()), int(blank_test.sum())
-            training_index = training_index[~blank_training]
-            training, test = training.select(~blank_training), test.select(~blank_test)
-        n_training = len(training.images)
+            blank = is_blank(data.images)
+            keep_training, keep_test = ~blank[training_rows], ~blank[test_rows]
+            n_blank_training = len(training_rows) - int(keep_training.sum())
+            n_blank_test = len(test_rows) - int(keep_test.sum())
+            training_rows, training_number = training_rows[keep_training], training_number[keep_training]
+            test_rows = test_rows[keep_test]
+        n_training = len(training_rows)
         n_val = default_val_sources(variant, n_training) if val_sources is None else int(val_sources)
         if n_val >= n_training:
             raise DatasetError(f"val_sources={n_val} leaves no training sources "
                                f"(the source has {n_training} usable Training images)")
-        val_rows = stratified_validation(training.labels, n_val, seed)
+        val_positions = stratified_validation(data.labels[training_rows], n_val, seed)
         attributes = {
             "format_version": hdf5.FORMAT_VERSION,
             "builder": "loaders.build_dataset",
@@ -120,7 +123,7 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
             "val_sources": n_val,
             "val_sources_rule": "thesis count scaled" if val_sources is None else "given",
             "n_training_sources": n_training,
-            "n_test_sources": len(test.images),
+            "n_test_sources": len(test_rows),
             "drop_blank": drop_blank,
             "n_blank_dropped_training": n_blank_training,
             "n_blank_dropped_test": n_blank_test,
@@ -129,65 +132,70 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
         try:
             with h5py.File(temporary, "w") as file:
                 hdf5.set_attributes(file, attributes)
-                _write_training(file, spec, training, training_index, val_rows, progress)
-                _write_test(file, spec, test, progress)
+                _write_training(file, spec, data, training_rows, training_number, val_positions,
+                                progress)
+                _write_test(file, spec, data, test_rows, progress)
         except OSError as error:
             raise DatasetError(f"{out}: cannot write ({error})") from None
     return out
 
 
-def _write_training(file: h5py.File, spec: Variant, training: SourceData,
-                    training_index: np.ndarray, val_rows: np.ndarray, progress: bool) -> None:
-    """/train ordered noval sources then val sources, so /train_noval and /val are row ranges."""
-    is_val = np.zeros(len(training.images), bool)
-    is_val[val_rows] = True
-    order = np.concatenate([np.flatnonzero(~is_val), val_rows])
+def _write_training(file: h5py.File, spec: Variant, data: SourceData, training_rows: np.ndarray,
+                    training_number: np.ndarray, val_positions: np.ndarray,
+                    progress: bool) -> None:
+    """/train ordered noval sources then val sources, so /train_noval and /val are row ranges.
+
+    val_positions index training_rows, the source rows of the training images."""
+    is_val = np.zeros(len(training_rows), bool)
+    is_val[val_positions] = True
+    order = np.concatenate([np.flatnonzero(~is_val), val_positions])
+    rows = training_rows[order]
     n_variants = spec.n_variants
     images = hdf5.create_split(
         file, "train", (spec.image_size, spec.image_size),
-        {"labels": np.repeat(training.labels[order], n_variants),
-         "source_index": np.repeat(training_index[order], n_variants).astype(np.int32),
-         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(order))},
+        {"labels": np.repeat(data.labels[rows], n_variants),
+         "source_index": np.repeat(training_number[order], n_variants).astype(np.int32),
+         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(rows))},
         "every variant of every training source image; the train_noval rows, then the val rows")
-    _write_augmented(images, spec, training.images, order, progress, "train")
-    n_noval_rows = (len(order) - len(val_rows)) * n_variants
+    _write_augmented(images, spec, data.images, rows, progress, "train")
+    n_noval_rows = (len(rows) - len(val_positions)) * n_variants
     hdf5.create_view_split(file, "train_noval", "train", 0, n_noval_rows,
                            "rows of /train from the sources not held out for validation")
-    if len(val_rows):
-        hdf5.create_view_split(file, "val", "train", n_noval_rows, len(order) * n_variants,
+    if len(val_positions):
+        hdf5.create_view_split(file, "val", "train", n_noval_rows, len(rows) * n_variants,
                                "rows of /train from the validation sources")
 
 
-def _write_test(file: h5py.File, spec: Variant, test: SourceData, progress: bool) -> None:
-    usage = hdf5.usage_codes(test.usage)
+def _write_test(file: h5py.File, spec: Variant, data: SourceData, test_rows: np.ndarray,
+                progress: bool) -> None:
+    labels, usage = data.labels[test_rows], hdf5.usage_codes(data.usage[test_rows])
     images = hdf5.create_split(
-        file, "test", (spec.image_size, spec.image_size),
-        {"labels": test.labels, "usage": usage},
+        file, "test", (spec.image_size, spec.image_size), {"labels": labels, "usage": usage},
         "each test image once, in the variant's plain view (variant 0)")
-    images[...] = spec.test_view(test.images)
+    images[...] = spec.test_view(data.images[test_rows])
     images.parent.attrs["usage_names"] = list(TEST_USAGES)
     if spec.n_variants == 1:
         return
     n_variants = spec.n_variants
     images = hdf5.create_split(
         file, "test_aug", (spec.image_size, spec.image_size),
-        {"labels": np.repeat(test.labels, n_variants),
+        {"labels": np.repeat(labels, n_variants),
          "usage": np.repeat(usage, n_variants),
-         "source_index": np.repeat(np.arange(len(test.images), dtype=np.int32), n_variants),
-         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(test.images))},
+         "source_index": np.repeat(np.arange(len(test_rows), dtype=np.int32), n_variants),
+         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(test_rows))},
         "every variant of every test image; source_index is the image's row of /test")
     images.parent.attrs["usage_names"] = list(TEST_USAGES)
-    _write_augmented(images, spec, test.images, np.arange(len(test.images)), progress, "test_aug")
+    _write_augmented(images, spec, data.images, test_rows, progress, "test_aug")
 
 
 def _write_augmented(images: h5py.Dataset, spec: Variant, sources: np.ndarray,
-                     order: np.ndarray, progress: bool, split: str) -> None:
-    """Fill `images` with the variants of sources[order], a block of source images at a time."""
+                     rows: np.ndarray, progress: bool, split: str) -> None:
+    """Fill `images` with the variants of sources[rows], a block of source images at a time."""
     n_variants = spec.n_variants
-    with tqdm(total=len(order), unit="img", desc=f"{spec.name} {split}", disable=not progress,
+    with tqdm(total=len(rows), unit="img", desc=f"{spec.name} {split}", disable=not progress,
               leave=False) as bar:
-        for start in range(0, len(order), BLOCK_SOURCES):
-            block = order[start:start + BLOCK_SOURCES]
+        for start in range(0, len(rows), BLOCK_SOURCES):
+            block = rows[start:start + BLOCK_SOURCES]
             augmented = spec.augment(sources[block])
             images[start * n_variants:(start + len(block)) * n_variants] = \
                 augmented.reshape(-1, spec.image_size, spec.image_size)

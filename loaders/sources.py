@@ -49,11 +49,6 @@ class SourceData:
     sha256: str  # of a CSV's bytes; of a folder, of each image's relative path and bytes in order
     skipped: tuple[str, ...]  # one message per bad row or image left out
 
-    def select(self, keep: np.ndarray) -> "SourceData":
-        """The same source restricted to the rows where `keep` is true (or to the given indices)."""
-        return SourceData(self.images[keep], self.labels[keep], self.usage[keep],
-                          self.name, self.kind, self.sha256, self.skipped)
-
 
 def read_source(source: str | os.PathLike, *, skip_bad_rows: bool = False,
                 progress: bool = False) -> SourceData:
@@ -84,7 +79,10 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     """
     path = Path(path)
     problems: list[str] = []
-    pixel_blocks, label_list, usage_list = [], [], []
+    # Large bytearrays grow in place (realloc), so the pixels never exist twice, as they would
+    # when concatenating per-block arrays at the end.
+    pixels = bytearray()
+    label_list, usage_list = [], []
     header = None
     with _open_for_reading(path) as raw_file:
         kind = "csv.gz" if raw_file.read(2) == _GZIP_MAGIC else "csv"
@@ -96,8 +94,8 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                 if header is None:
                     header = _parse_header(path, lines[0])
                     lines, first_line = lines[1:], first_line + 1
-                pixels, labels, usages = _parse_rows(path, lines, first_line, header, problems)
-                pixel_blocks.append(pixels)
+                block, labels, usages = _parse_rows(path, lines, first_line, header, problems)
+                pixels += block.tobytes()
                 label_list.extend(labels)
                 usage_list.extend(usages)
     if header is None:
@@ -105,7 +103,7 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                            f"{','.join(CSV_COLUMNS)} and one row per image)")
     if problems and not skip_bad_rows:
         raise _bad_input_error(problems)
-    images = np.concatenate(pixel_blocks).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    images = np.frombuffer(pixels, np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     if len(images) == 0:
         raise DatasetError(f"{path}: no image rows after the header"
                            + (f" ({len(problems)} bad rows skipped)" if problems else ""))
