@@ -126,7 +126,7 @@ def test_a_researchers_own_network_registers_in_a_few_lines():
 # ---- exactly two compiled step functions -----------------------------------------------------
 def test_train_and_eval_steps_are_each_traced_once():
     net = get_network("A", im_dim=[16, 16], n_hidden=[8])
-    steps = Steps(net, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1, 10))
+    steps = Steps(net, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1))
     state = steps.init_state(0, 1)
     rng = np.random.default_rng(0)
     for _ in range(3):

@@ -51,9 +51,12 @@ def make_optimizer(name: str, learning_rate: float, settings: dict | None = None
     return optax.inject_hyperparams(constructor)(learning_rate=learning_rate, **fixed, **options)
 
 
-def make_schedule(name: str, learning_rate: float, steps_per_epoch: int,
-                  settings: dict | None = None):
-    """step -> learning rate. 'plateau' is constant here; its scale comes from validation."""
+def make_schedule(name: str, learning_rate: float, settings: dict | None = None):
+    """epoch (a float: step / steps per epoch) -> learning rate.
+
+    Schedules are stated in epochs, so one compiled step serves phases whose epochs have
+    different lengths. 'plateau' is constant here; its scale comes from validation.
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown lr_schedule {name!r}{closest_name(name, SCHEDULES)}; "
                          f"valid: {', '.join(SCHEDULES)}")
@@ -61,12 +64,12 @@ def make_schedule(name: str, learning_rate: float, steps_per_epoch: int,
     if name in ("constant", "plateau"):
         return optax.constant_schedule(learning_rate)
     if name == "step":
-        return optax.exponential_decay(learning_rate, options["drop_every"] * steps_per_epoch,
-                                       options["factor"], staircase=True)
+        return optax.exponential_decay(learning_rate, options["drop_every"], options["factor"],
+                                       staircase=True)
     if name == "exponential":
-        return optax.exponential_decay(learning_rate, steps_per_epoch, options["gamma"])
+        return optax.exponential_decay(learning_rate, 1, options["gamma"])
     decay = options["decay"]
-    return lambda step: learning_rate / (1.0 + decay * step / steps_per_epoch)
+    return lambda epoch: learning_rate / (1.0 + decay * epoch)
 
 
 def make_plateau(settings: dict | None = None):

@@ -29,6 +29,7 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32: updates done in this phase
     key: jax.Array  # uint32 key data: the base of every step's key (fold_in(key, step))
     lr_scale: jax.Array  # float32: multiplies the schedule (annealing, reduce-on-plateau)
+    epoch_length: jax.Array  # int32: steps per epoch of this phase (schedules count epochs)
 
 
 def key_data(seed_or_key) -> jax.Array:
@@ -51,13 +52,14 @@ class Steps:
         self.eval = jax.jit(self._eval_step)
         self.batch_stats = jax.jit(self._batch_stats)
 
-    def init_state(self, init_key, train_key) -> TrainState:
+    def init_state(self, init_key, train_key, epoch_length: int = 1) -> TrainState:
         """Fresh parameters from ``init_key`` (so a retrain starts from the same values)."""
         params, bn_state = self.network.init(jax.random.wrap_key_data(key_data(init_key)))
         return TrainState(params=params, bn_state=bn_state,
                           opt_state=self.optimizer.init(params),
                           step=jnp.zeros((), jnp.int32), key=key_data(train_key),
-                          lr_scale=jnp.ones((), jnp.float32))
+                          lr_scale=jnp.ones((), jnp.float32),
+                          epoch_length=jnp.asarray(epoch_length, jnp.int32))
 
     # ---- compiled bodies (Python runs once per trace) --------------------------------------
     def _train_step(self, state: TrainState, x, y):
@@ -73,7 +75,8 @@ class Steps:
 
         (cost, (batch_states, nll, error)), grads = jax.value_and_grad(
             cost_fn, has_aux=True)(state.params)
-        learning_rate = self.schedule(state.step) * state.lr_scale
+        epoch = state.step.astype(jnp.float32) / state.epoch_length
+        learning_rate = self.schedule(epoch) * state.lr_scale
         opt_state = state.opt_state._replace(
             hyperparams={**state.opt_state.hyperparams, "learning_rate": learning_rate})
         updates, opt_state = self.optimizer.update(grads, opt_state, state.params)
@@ -96,13 +99,15 @@ class Steps:
         return batch_states
 
     # ---- host-side loops -------------------------------------------------------------------
-    def predict(self, params, bn_state, batches) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, labels) over padded evaluation batches, padding rows dropped."""
+    def predict(self, params, bn_state, batches, gather=np.asarray):
+        """(logits, labels) over padded evaluation batches, padding rows dropped.
+
+        ``gather`` turns a (possibly sharded, multi-host) device array into a NumPy array."""
         logits, labels = [], []
         for batch in batches:
-            out = np.asarray(self.eval(params, bn_state, batch.x))
+            out = gather(self.eval(params, bn_state, batch.x))
             logits.append(out[:batch.n_valid])
-            labels.append(np.asarray(batch.y)[:batch.n_valid])
+            labels.append(gather(batch.y)[:batch.n_valid])
         if not logits:
             return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
         return np.concatenate(logits), np.concatenate(labels)

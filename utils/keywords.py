@@ -1,0 +1,273 @@
+"""The launcher's keyword arguments: names, defaults, meanings, parsing and validation.
+
+The thesis's keywords keep their names and meanings (``learning_rate``, ``L1_reg``, ``L2_reg``,
+``n_epochs``, ``dataset``, ``batch_size``, ``n_hidden``, ``activation``, ``batch_norm``,
+``p_drop``, ``p_dropConv``, ``gaussian_std``, ``val``, ``trainShared``, ``im_dim``,
+``savename``); the rest is what the methodology needs. Everything is checked here, before any
+work starts, so a typo costs a second, not an epoch.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from utils.optim import OPTIMIZERS, SCHEDULES
+from utils.rna import closest_name, get_activation
+
+
+class KeywordError(ValueError):
+    """A keyword argument the launcher refuses."""
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str
+    default: Any
+    meaning: str
+    check: Callable[[str, Any], Any] | None = None  # returns the normalised value or raises
+
+
+# ---- checks ---------------------------------------------------------------------------------
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def positive_int(name, v):
+    if not _is_int(v) or v <= 0:
+        raise KeywordError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+def non_negative_int(name, v):
+    if not _is_int(v) or v < 0:
+        raise KeywordError(f"{name} must be an integer >= 0, got {v!r}")
+    return v
+
+
+def optional_positive_int(name, v):
+    return None if v is None else positive_int(name, v)
+
+
+def positive_number(name, v):
+    if not _is_number(v) or v <= 0:
+        raise KeywordError(f"{name} must be a number > 0, got {v!r}")
+    return float(v)
+
+
+def non_negative_number(name, v):
+    if not _is_number(v) or v < 0:
+        raise KeywordError(f"{name} must be a number >= 0, got {v!r}")
+    return float(v)
+
+
+def fraction(name, v):
+    if not _is_number(v) or not 0 < v <= 1:
+        raise KeywordError(f"{name} must be a number in (0, 1], got {v!r}")
+    return float(v)
+
+
+def momentum(name, v):
+    if not _is_number(v) or not 0 <= v < 1:
+        raise KeywordError(f"{name} must be a number in [0, 1), got {v!r}")
+    return float(v)
+
+
+def boolean(name, v):
+    if not isinstance(v, bool):
+        raise KeywordError(f"{name} must be True or False, got {v!r}")
+    return v
+
+
+def optional_path(name, v):
+    if v is not None and (not isinstance(v, str) or not v):
+        raise KeywordError(f"{name} must be a file path, got {v!r}")
+    return v
+
+
+def one_of(*choices):
+    def check(name, v):
+        if v not in choices:
+            raise KeywordError(f"{name} must be one of {', '.join(map(repr, choices))}, got "
+                               f"{v!r}{closest_name(v, choices)}")
+        return v
+    return check
+
+
+def activation_name(name, v):
+    try:
+        return get_activation(v).name
+    except ValueError as err:
+        raise KeywordError(f"{name}: {err}") from None
+
+
+def hidden_sizes(name, v):
+    if _is_int(v):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or not all(_is_int(n) and n > 0 for n in v):
+        raise KeywordError(f"{name} must be a list of positive layer sizes, e.g. [1024, 512], "
+                           f"got {v!r}")
+    return list(v)
+
+
+def conv_dropout(name, v):
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)):
+        raise KeywordError(f"{name} must be a list of drop probabilities, one per conv layer, "
+                           f"got {v!r}")
+    return list(v)
+
+
+def image_size(name, v):
+    if v is None:
+        return None
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(d) and d > 0
+                                                                  for d in v)):
+        raise KeywordError(f"{name} must be [height, width], e.g. [48, 48], got {v!r}")
+    return list(v)
+
+
+def settings_dict(name, v):
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise KeywordError(f"{name} must be a dict of settings, e.g. {{'momentum': 0.9}}, "
+                           f"got {v!r}")
+    return dict(v)
+
+
+def device_count(name, v):
+    return None if v is None else positive_int(name, v)
+
+
+KEYWORDS = [
+    # -- the thesis's keywords ----------------------------------------------------------------
+    Keyword("learning_rate", 0.1, "initial learning rate", positive_number),
+    Keyword("L1_reg", 0.0, "L1 penalty on weights (not biases, not BN parameters)",
+            non_negative_number),
+    Keyword("L2_reg", 0.0, "L2 penalty on weights (not biases, not BN parameters)",
+            non_negative_number),
+    Keyword("n_epochs", 10, "epochs of the entropy-point search (val=True) or of training "
+            "(val=False)", positive_int),
+    Keyword("dataset", None, "HDF5 file from loaders.build_dataset; None: the built-in sample "
+            "(datasets/sample_mirror.h5, built on first use)", optional_path),
+    Keyword("batch_size", 100, "mini-batch size (split across devices)", positive_int),
+    Keyword("n_hidden", [1024], "sizes of the hidden fully connected layers", hidden_sizes),
+    Keyword("activation", "relu", "relu, sigmoid, tanh, leaky_relu (or rna.relu() ...)",
+            activation_name),
+    Keyword("batch_norm", True, "batch normalisation in every conv and hidden layer", boolean),
+    Keyword("p_drop", 0.5, "drop probability of the hidden fully connected layers", None),
+    Keyword("p_dropConv", None, "drop probability per conv layer; None: the network's "
+            "default (A, D: [0.2,0.3,0.4,0.5]; B: [0.2,0.3,0.4,0.4,0.2,0.2])", conv_dropout),
+    Keyword("gaussian_std", 0.0, "std of Gaussian noise added before activations (training)",
+            non_negative_number),
+    Keyword("val", True, "True: entropy-point methodology with validation; False: train "
+            "n_epochs on the full training set", boolean),
+    Keyword("trainShared", False, "True: training set held in device memory; False: streamed "
+            "from the HDF5 file", boolean),
+    Keyword("im_dim", None, "[height, width] of the images; None: the dataset's (checked "
+            "against it when given)", image_size),
+    Keyword("savename", None, "folder for the model, checkpoint, history and plots; None: "
+            "trained_models/<network>_<dataset name>", optional_path),
+    # -- network -------------------------------------------------------------------------------
+    Keyword("network", "A", "A, B, C, D, mlp, or module:NAME of your own registered network",
+            None),
+    Keyword("last_pool", True, "keep the network's last pooling (the thesis tried B, D "
+            "without)", boolean),
+    Keyword("projection_shortcut", False, "1x1 conv shortcuts where residual widths differ "
+            "(default: zero padding)", boolean),
+    # -- methodology ---------------------------------------------------------------------------
+    Keyword("criterion", "entropy", "what picks the epoch: 'entropy' (min validation "
+            "cross-entropy) or 'error' (min validation error)", one_of("entropy", "error")),
+    Keyword("patience", None, "stop the search after this many epochs without improvement "
+            "(None: run all n_epochs)", optional_positive_int),
+    Keyword("anneal_epochs", 10, "epochs of learning-rate annealing after training",
+            non_negative_int),
+    Keyword("anneal_factor", 0.1, "learning rate multiplier while annealing", fraction),
+    Keyword("optimizer", "sgd", "sgd (the thesis's), momentum, nesterov, adam, rmsprop, "
+            "adagrad, adadelta", one_of(*OPTIMIZERS)),
+    Keyword("optimizer_options", {}, "optimizer settings, e.g. {'momentum': 0.95} or "
+            "{'b1': 0.9, 'b2': 0.999}", settings_dict),
+    Keyword("lr_schedule", "constant", "constant, step, exponential, time, plateau "
+            "(reduce on validation plateau)", one_of(*SCHEDULES)),
+    Keyword("lr_schedule_options", {}, "schedule settings, e.g. {'drop_every': 10, "
+            "'factor': 0.5} for step", settings_dict),
+    Keyword("bn_stats", "population", "test-time BN statistics: 'population' (BN paper, "
+            "over bn_batches training batches) or 'ema'", one_of("population", "ema")),
+    Keyword("bn_batches", 100, "training mini-batches the population statistics average over",
+            positive_int),
+    Keyword("bn_momentum", 0.99, "EMA momentum when bn_stats='ema'", momentum),
+    Keyword("test_each_epoch", True, "print the test error each epoch, as the thesis did "
+            "(never used to pick anything)", boolean),
+    Keyword("seed", 0, "seed of initialisation, dropout, noise and data order",
+            non_negative_int),
+    # -- run management ------------------------------------------------------------------------
+    Keyword("resume", False, "continue the run saved under savename from its checkpoint",
+            boolean),
+    Keyword("init_from", None, "start from this saved model's parameters (a model.msgpack or "
+            "its folder)", optional_path),
+    Keyword("overwrite", False, "replace a finished or stopped run under savename", boolean),
+    Keyword("devices", None, "how many local devices to train on (None: all)", device_count),
+    Keyword("registry", "trained_models/experiments.csv", "CSV the run's row is appended to",
+            optional_path),
+    Keyword("progress", None, "progress bar within epochs (None: when on a terminal)", None),
+]
+KEYWORD_NAMES = [k.name for k in KEYWORDS]
+DEFAULTS = {k.name: k.default for k in KEYWORDS}
+
+
+def help_text() -> str:
+    width = max(len(k.name) for k in KEYWORDS)
+    lines = ["usage: python run_experiment.py [key=value ...]",
+             "",
+             "Runs an experiment: entropy-point search on train_noval with validation, "
+             "retraining on the full",
+             "training set, learning-rate annealing, plain and augmented test. Values are "
+             "Python literals",
+             "(n_hidden=[1024,512], p_dropConv=[0.2,0.3,0.4,0.5], val=False); bare words are "
+             "strings (activation=relu).",
+             "",
+             "keywords (default) meaning:"]
+    for k in KEYWORDS:
+        lines.append(f"  {k.name.ljust(width)}  ({k.default!r}) {k.meaning}")
+    return "\n".join(lines)
+
+
+def parse_value(text: str):
+    """A Python literal if it is one, else the bare string (so network=A, activation=relu)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_command_line(arguments: list[str]) -> dict:
+    config = {}
+    for argument in arguments:
+        if "=" not in argument:
+            raise KeywordError(f"argument {argument!r} is not key=value (see --help)")
+        name, text = argument.split("=", 1)
+        config[name.strip()] = parse_value(text.strip())
+    return config
+
+
+def resolve(given: dict) -> dict:
+    """Defaults filled in, unknown names refused (closest suggested), every value checked."""
+    for name in given:
+        if name not in DEFAULTS:
+            raise KeywordError(f"unknown keyword {name!r}{closest_name(name, KEYWORD_NAMES)}; "
+                               f"see python run_experiment.py --help")
+    config = {**DEFAULTS, **given}
+    for keyword in KEYWORDS:
+        if keyword.check is not None:
+            config[keyword.name] = keyword.check(keyword.name, config[keyword.name])
+    if config["resume"] and config["init_from"]:
+        raise KeywordError("resume=True continues a run; init_from starts a new one: give one")
+    if config["resume"] and config["overwrite"]:
+        raise KeywordError("resume=True and overwrite=True contradict each other: give one")
+    if config["progress"] not in (None, True, False):
+        raise KeywordError(f"progress must be None, True or False, got {config['progress']!r}")
+    return config

@@ -1,0 +1,143 @@
+"""What an experiment leaves behind: history CSV, plots, and its row in the experiment registry."""
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from utils.model_io import atomic_write
+
+HISTORY_COLUMNS = ["phase", "epoch", "train_cost", "train_error", "val_cost", "val_error",
+                   "test_error", "learning_rate", "epoch_seconds"]
+
+
+def code_version() -> str:
+    """The git commit (with -dirty when the tree has changes), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                             cwd=root, capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return "fer-jax " + metadata.version("fer-jax")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    atomic_write(path, _csv_text(HISTORY_COLUMNS, history).encode())
+
+
+def append_registry_row(path: Path, row: dict) -> None:
+    """Add one row; earlier rows are kept, new columns (a newer launcher) are added at the end.
+
+    The file is rewritten through a temporary name, so an interrupted write loses nothing.
+    """
+    path = Path(path)
+    rows, columns = [], []
+    if path.exists():
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or [])
+            rows = list(reader)
+    columns += [name for name in row if name not in columns]
+    rows.append({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write(path, _csv_text(columns, rows).encode())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or wanted
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
+               criterion: str = "entropy") -> None:
+    """Training and validation cost per epoch, entropy point marked; then the final training."""
+    plt = _pyplot()
+    search = [h for h in history if h["phase"] == "search"]
+    final = [h for h in history if h["phase"] != "search"]
+    panels = [p for p in (search, final) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    axes = axes[0]
+    if search:
+        ax = axes[0]
+        epochs = [h["epoch"] for h in search]
+        ax.plot(epochs, [h["train_cost"] for h in search], color="tab:blue", label="train")
+        ax.plot(epochs, [h["val_cost"] for h in search], color="tab:red", label="validation")
+        if entropy_epoch:
+            point = search[entropy_epoch - 1]
+            ax.axvline(entropy_epoch, color="gray", linestyle=":")
+            ax.plot([entropy_epoch], [point["val_cost"]], "o", color="black",
+                    label=f"{'entropy' if criterion == 'entropy' else 'min-error'} point "
+                          f"(epoch {entropy_epoch})")
+        ax.set_title("search on train_noval")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cost (cross-entropy)")
+        ax.legend()
+    if final:
+        ax = axes[-1]
+        steps = np.arange(1, len(final) + 1)
+        ax.plot(steps, [h["train_cost"] for h in final], color="tab:blue", label="train")
+        anneal_start = next((i for i, h in enumerate(final) if h["phase"] == "anneal"), None)
+        if anneal_start is not None:
+            ax.axvline(anneal_start + 0.5, color="gray", linestyle="--",
+                       label="annealing starts")
+        ax.set_title("training on the full training set")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cost (cross-entropy)")
+        ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_confusion(path: Path, labels: np.ndarray, predictions: np.ndarray,
+                   class_names: list[str], title: str) -> np.ndarray:
+    """Row-normalised confusion matrix (rows: true class); returns the count matrix."""
+    plt = _pyplot()
+    n = len(class_names)
+    counts = np.zeros((n, n), np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center",
+                    fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return counts
+
+
+def _save_figure(fig, path: Path) -> None:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
