@@ -76,9 +76,9 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
     file is left at `out` (nor a temporary one beside it) unless the build succeeds.
     """
     spec = get_variant(variant)
-    if val_sources is not None and (not isinstance(val_sources, (int, np.integer))
-                                    or val_sources < 0):
-        raise DatasetError(f"val_sources must be a whole number >= 0, got {val_sources!r}")
+    for name, value in (("val_sources", val_sources), ("seed", seed)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
+            raise DatasetError(f"{name} must be a whole number >= 0, got {value!r}")
     out = Path(out)
     with hdf5.atomic_output(out, overwrite=overwrite) as temporary:
         data = read_source(source, skip_bad_rows=skip_bad_rows, progress=progress)
@@ -90,6 +90,9 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
         training_rows, test_rows = np.flatnonzero(is_training), np.flatnonzero(~is_training)
         if len(training_rows) == 0:
             raise DatasetError(f"{source}: no Training images")
+        if len(test_rows) == 0:
+            logger.warning("%s has no test images (PublicTest or PrivateTest): /test is empty",
+                           source)
         # Source indices count the source's Training images in reading order, before blanks
         # are dropped, so they name the same image whatever the options.
         training_number = np.arange(len(training_rows))

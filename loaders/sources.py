@@ -31,6 +31,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".tif", ".tiff", ".
 _USAGE_CODES = {name.encode(): code for code, name in enumerate(USAGE_NAMES)}
 _PIXEL_CHARACTERS = b"0123456789 "
 _READ_BLOCK_BYTES = 1 << 20
+# A row of 2304 pixels takes at most about 9 KB; a far longer line means this is no FER2013 CSV.
+_MAX_LINE_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -84,20 +86,25 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     pixels = bytearray()
     label_list, usage_list = [], []
     header = None
-    with _open_for_reading(path) as raw_file:
-        kind = "csv.gz" if raw_file.read(2) == _GZIP_MAGIC else "csv"
-        raw_file.seek(0)
-        size = os.fstat(raw_file.fileno()).st_size
-        with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
-                  disable=not progress, leave=False) as bar:
-            for first_line, lines in _line_blocks(path, raw_file, kind == "csv.gz", bar):
-                if header is None:
-                    header = _parse_header(path, lines[0])
-                    lines, first_line = lines[1:], first_line + 1
-                block, labels, usages = _parse_rows(path, lines, first_line, header, problems)
-                pixels += block.tobytes()
-                label_list.extend(labels)
-                usage_list.extend(usages)
+    try:
+        with open(path, "rb") as raw_file:
+            kind = "csv.gz" if raw_file.read(2) == _GZIP_MAGIC else "csv"
+            raw_file.seek(0)
+            size = os.fstat(raw_file.fileno()).st_size
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
+                      disable=not progress, leave=False) as bar:
+                for first_line, lines in _line_blocks(path, raw_file, kind == "csv.gz", bar):
+                    if header is None:
+                        header = _parse_header(path, lines[0])
+                        lines, first_line = lines[1:], first_line + 1
+                    block, labels, usages = _parse_rows(path, lines, first_line, header,
+                                                        problems)
+                    pixels += block.tobytes()
+                    label_list.extend(labels)
+                    usage_list.extend(usages)
+            sha256 = file_sha256(path)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
     if header is None:
         raise DatasetError(f"{path}: empty file (expected the header "
                            f"{','.join(CSV_COLUMNS)} and one row per image)")
@@ -109,14 +116,7 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                            + (f" ({len(problems)} bad rows skipped)" if problems else ""))
     return SourceData(images, np.array(label_list, np.int32),
                       np.array(USAGE_NAMES)[np.array(usage_list, np.int64)],
-                      path.name, kind, file_sha256(path), tuple(problems))
-
-
-def _open_for_reading(path: Path):
-    try:
-        return open(path, "rb")
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+                      path.name, kind, sha256, tuple(problems))
 
 
 def _line_blocks(path: Path, raw_file, gzipped: bool, bar) -> Iterator[tuple[int, list[bytes]]]:
@@ -126,6 +126,9 @@ def _line_blocks(path: Path, raw_file, gzipped: bool, bar) -> Iterator[tuple[int
     for data in _decompressed_blocks(path, raw_file, gzipped, bar):
         lines = (tail + data).split(b"\n")
         tail = lines.pop()
+        if len(tail) > _MAX_LINE_BYTES:
+            raise DatasetError(f"{path}, line {line_number + len(lines)}: a line longer than "
+                               f"{_MAX_LINE_BYTES:,} bytes; this is not a FER2013 CSV")
         if line_number == 1 and lines and lines[0].startswith(_UTF8_BOM):
             lines[0] = lines[0][len(_UTF8_BOM):]
         if lines:
@@ -174,8 +177,10 @@ def _parse_header(path: Path, line: bytes) -> _Header:
     positions = {name.lower(): index for index, name in enumerate(names)}
     missing = [column for column in CSV_COLUMNS if column.lower() not in positions]
     if missing:
+        found = ",".join(names)
+        found = found if len(found) <= 80 else found[:77] + "..."
         raise DatasetError(f"{path}, line 1: the header lacks the column(s) {', '.join(missing)} "
-                           f"(expected {expected}, found {','.join(names)})")
+                           f"(expected {expected}, found {found})")
     return _Header(*(positions[column.lower()] for column in CSV_COLUMNS), len(names))
 
 

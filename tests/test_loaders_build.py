@@ -178,6 +178,21 @@ def test_explicit_validation_count_seed_and_none(tmp_path):
         build_dataset(SAMPLE_CSV, "raw", tmp_path / "all.h5", val_sources=560)
     with pytest.raises(DatasetError, match="val_sources must be a whole number >= 0, got -1"):
         build_dataset(SAMPLE_CSV, "raw", tmp_path / "neg.h5", val_sources=-1)
+    with pytest.raises(DatasetError, match="seed must be a whole number >= 0, got -2"):
+        build_dataset(SAMPLE_CSV, "raw", tmp_path / "neg.h5", seed=-2)
+
+
+def test_a_source_without_test_images_builds_empty_test_splits(tmp_path, caplog):
+    header, rows = sample_lines()
+    source = write_csv(tmp_path / "train_only.csv", header, rows[:30])
+    out = build_dataset(source, "crop5", tmp_path / "t.h5", val_sources=3)
+    assert dataset_info(out)["split_sizes"] == {"train": 300, "train_noval": 270, "val": 30,
+                                                "test": 0, "test_aug": 0}
+    assert caplog.messages == [f"{source} has no test images (PublicTest or PrivateTest): "
+                               f"/test is empty"]
+    with pytest.raises(DatasetError, match=r"test_only.csv: no Training images"):
+        build_dataset(write_csv(tmp_path / "test_only.csv", header, rows[-5:]), "raw",
+                      tmp_path / "u.h5")
 
 
 def test_drop_blank_removes_constant_images_from_training_and_test(tmp_path):
@@ -282,7 +297,8 @@ def test_cli_builds_and_summarises(tmp_path, capsys):
 
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys, caplog):
     header, rows = sample_lines()
-    source = write_csv(tmp_path / "bad.csv", header, rows[:3] + ["8" + rows[3][1:]] + rows[4:6])
+    source = write_csv(tmp_path / "bad.csv", header,
+                       rows[:3] + ["8" + rows[3][1:]] + rows[4:6] + rows[-1:])
     out = tmp_path / "out.h5"
     assert main([str(source), "--variant", "raw", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (f"error: {source}, line 5: emotion '8' is not a class "
@@ -309,7 +325,7 @@ def test_cli_as_a_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr == f"error: {tmp_path / 'x.csv'}: no such file or folder\n"
     header, rows = sample_lines()
-    source = write_csv(tmp_path / "bad.csv", header, rows[:4] + [rows[4][:-30]])
+    source = write_csv(tmp_path / "bad.csv", header, rows[:4] + [rows[4][:-30]] + rows[-1:])
     result = run(source, "--skip-bad-rows", "--quiet")
     assert result.returncode == 0
     assert result.stderr == (f"warning: skipped 1 bad rows or images; the first: {source}, "

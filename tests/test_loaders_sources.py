@@ -144,6 +144,15 @@ def test_structural_problems(tmp_path, content, message):
     assert str(error.value) == f"{path}{', ' if message.startswith('line') else ': '}{message}"
 
 
+def test_a_file_without_line_breaks_is_refused_early(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"emotion,pixels,Usage\n" + bytes(range(11, 256)) * 20_000)
+    with pytest.raises(DatasetError) as error:
+        read_csv(path, skip_bad_rows=True)
+    assert str(error.value) == (f"{path}, line 2: a line longer than 1,048,576 bytes; "
+                                f"this is not a FER2013 CSV")
+
+
 def test_truncated_csv_names_its_last_line(tmp_path, lines):
     header, rows = lines
     path = tmp_path / "cut.csv"
