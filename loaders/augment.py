@@ -149,7 +149,8 @@ def _crop5_modifications(size: int) -> tuple[Modification, ...]:
     windows = (("centre crop", margin // 2, margin // 2), ("top-left crop", 0, 0),
                ("top-right crop", 0, margin), ("bottom-left crop", margin, 0),
                ("bottom-right crop", margin, margin))
-    return tuple(Modification(name, lambda images, top=top, left=left: crop(images, top, left, size))
+    return tuple(Modification(name, lambda images, top=top, left=left:
+                              crop(images, top, left, size))
                  for name, top, left in windows)
 
 

@@ -200,7 +200,8 @@ class BatchLoader:
                 except queue.Empty:
                     if thread.is_alive():
                         continue
-                    raise ValueError(f"{self.path}: the loader was closed during an epoch") from None
+                    raise ValueError(f"{self.path}: the loader was closed during an "
+                                     f"epoch") from None
                 if item is _END:
                     return
                 if isinstance(item, BaseException):

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             sizes = " ".join(f"{split}={count}" for split, count in result["split_sizes"].items())
             print(f"{variant:<10} {result['seconds']:7.1f} {result['images']:9,d} "
                   f"{result['images_per_second']:9,.0f} {result['output_bytes'] / 2**20:11.1f} "
-                  f"{result['peak_bytes'] / 2**20:9.1f} {result['peak_over_output']:12.2f}  {sizes}",
+                  f"{result['peak_bytes'] / 2**20:9.1f} {result['peak_over_output']:12.2f}  "
+                  f"{sizes}",
                   flush=True)
             if variant == "variant14":
                 ok = (result["seconds"] < TARGET_SECONDS

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -85,31 +86,19 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
         if data.skipped:
             logger.warning("skipped %d bad rows or images; the first: %s",
                            len(data.skipped), data.skipped[0])
-        # The builder works on row indices into the source, so its pixels are never copied.
-        is_training = data.usage == "Training"
-        training_rows, test_rows = np.flatnonzero(is_training), np.flatnonzero(~is_training)
-        if len(training_rows) == 0:
-            raise DatasetError(f"{source}: no Training images")
-        if len(test_rows) == 0:
+        rows = _source_rows(data, drop_blank)
+        if len(rows.training) == 0:
+            raise DatasetError(f"{source}: no usable Training images")
+        if len(rows.test) == 0:
             logger.warning("%s has no test images (PublicTest or PrivateTest): /test is empty",
                            source)
-        # Source indices count the source's Training images in reading order, before blanks
-        # are dropped, so they name the same image whatever the options.
-        training_number = np.arange(len(training_rows))
-        n_blank_training = n_blank_test = 0
-        if drop_blank:
-            blank = is_blank(data.images)
-            keep_training, keep_test = ~blank[training_rows], ~blank[test_rows]
-            n_blank_training = len(training_rows) - int(keep_training.sum())
-            n_blank_test = len(test_rows) - int(keep_test.sum())
-            training_rows, training_number = training_rows[keep_training], training_number[keep_training]
-            test_rows = test_rows[keep_test]
-        n_training = len(training_rows)
-        n_val = default_val_sources(variant, n_training) if val_sources is None else int(val_sources)
+        n_training = len(rows.training)
+        n_val = (default_val_sources(variant, n_training) if val_sources is None
+                 else int(val_sources))
         if n_val >= n_training:
             raise DatasetError(f"val_sources={n_val} leaves no training sources "
                                f"(the source has {n_training} usable Training images)")
-        val_positions = stratified_validation(data.labels[training_rows], n_val, seed)
+        val_positions = stratified_validation(data.labels[rows.training], n_val, seed)
         attributes = {
             "format_version": hdf5.FORMAT_VERSION,
             "builder": "loaders.build_dataset",
@@ -126,46 +115,67 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
             "val_sources": n_val,
             "val_sources_rule": "thesis count scaled" if val_sources is None else "given",
             "n_training_sources": n_training,
-            "n_test_sources": len(test_rows),
+            "n_test_sources": len(rows.test),
             "drop_blank": drop_blank,
-            "n_blank_dropped_training": n_blank_training,
-            "n_blank_dropped_test": n_blank_test,
+            "n_blank_dropped_training": rows.n_blank_training,
+            "n_blank_dropped_test": rows.n_blank_test,
             "n_bad_rows_skipped": len(data.skipped),
         }
         try:
             with h5py.File(temporary, "w") as file:
                 hdf5.set_attributes(file, attributes)
-                _write_training(file, spec, data, training_rows, training_number, val_positions,
-                                progress)
-                _write_test(file, spec, data, test_rows, progress)
+                _write_training(file, spec, data, rows, val_positions, progress)
+                _write_test(file, spec, data, rows.test, progress)
         except OSError as error:
             raise DatasetError(f"{out}: cannot write ({error})") from None
     return out
 
 
-def _write_training(file: h5py.File, spec: Variant, data: SourceData, training_rows: np.ndarray,
-                    training_number: np.ndarray, val_positions: np.ndarray,
-                    progress: bool) -> None:
+class _SourceRows(NamedTuple):
+    """The builder works on row indices into the source, so its pixels are never copied."""
+    training: np.ndarray  # rows of the Training images used
+    training_number: np.ndarray  # their positions among the source's Training images
+    test: np.ndarray  # rows of the PublicTest and PrivateTest images used
+    n_blank_training: int
+    n_blank_test: int
+
+
+def _source_rows(data: SourceData, drop_blank: bool) -> _SourceRows:
+    # Training numbers count the source's Training images before blanks are dropped, so a
+    # source_index names the same image whatever the options.
+    is_training = data.usage == "Training"
+    training, test = np.flatnonzero(is_training), np.flatnonzero(~is_training)
+    training_number = np.arange(len(training))
+    if not drop_blank:
+        return _SourceRows(training, training_number, test, 0, 0)
+    blank = is_blank(data.images)
+    keep_training, keep_test = ~blank[training], ~blank[test]
+    return _SourceRows(training[keep_training], training_number[keep_training], test[keep_test],
+                       int(blank[training].sum()), int(blank[test].sum()))
+
+
+def _write_training(file: h5py.File, spec: Variant, data: SourceData, rows: _SourceRows,
+                    val_positions: np.ndarray, progress: bool) -> None:
     """/train ordered noval sources then val sources, so /train_noval and /val are row ranges.
 
-    val_positions index training_rows, the source rows of the training images."""
-    is_val = np.zeros(len(training_rows), bool)
+    val_positions index rows.training, the source rows of the training images."""
+    is_val = np.zeros(len(rows.training), bool)
     is_val[val_positions] = True
     order = np.concatenate([np.flatnonzero(~is_val), val_positions])
-    rows = training_rows[order]
+    training_rows = rows.training[order]
     n_variants = spec.n_variants
     images = hdf5.create_split(
         file, "train", (spec.image_size, spec.image_size),
-        {"labels": np.repeat(data.labels[rows], n_variants),
-         "source_index": np.repeat(training_number[order], n_variants).astype(np.int32),
-         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(rows))},
+        {"labels": np.repeat(data.labels[training_rows], n_variants),
+         "source_index": np.repeat(rows.training_number[order], n_variants).astype(np.int32),
+         "variant_index": np.tile(np.arange(n_variants, dtype=np.int32), len(order))},
         "every variant of every training source image; the train_noval rows, then the val rows")
-    _write_augmented(images, spec, data.images, rows, progress, "train")
-    n_noval_rows = (len(rows) - len(val_positions)) * n_variants
+    _write_augmented(images, spec, data.images, training_rows, progress, "train")
+    n_noval_rows = (len(order) - len(val_positions)) * n_variants
     hdf5.create_view_split(file, "train_noval", "train", 0, n_noval_rows,
                            "rows of /train from the sources not held out for validation")
     if len(val_positions):
-        hdf5.create_view_split(file, "val", "train", n_noval_rows, len(rows) * n_variants,
+        hdf5.create_view_split(file, "val", "train", n_noval_rows, len(order) * n_variants,
                                "rows of /train from the validation sources")
 
 

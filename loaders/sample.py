@@ -44,7 +44,8 @@ def make_sample(source: str | os.PathLike = FULL_FER2013, out: str | os.PathLike
     chosen = []
     for is_training, per_class in ((True, training_per_class), (False, test_per_class)):
         for label in range(len(CLASS_NAMES)):
-            rows = np.flatnonzero((data.labels == label) & ((data.usage == "Training") == is_training))
+            in_usage = (data.usage == "Training") == is_training
+            rows = np.flatnonzero((data.labels == label) & in_usage)
             chosen.append(rng.choice(rows, size=min(per_class, len(rows)), replace=False))
     lines = [",".join(CSV_COLUMNS)]
     for row in np.sort(np.concatenate(chosen)):

@@ -65,7 +65,8 @@ def read_source(source: str | os.PathLike, *, skip_bad_rows: bool = False,
 
 def _bad_input_error(problems: list[str]) -> DatasetError:
     more = (f"; {len(problems)} bad rows or images in all" if len(problems) > 1 else "")
-    return DatasetError(f"{problems[0]}{more} (--skip-bad-rows / skip_bad_rows=True leaves them out)")
+    return DatasetError(f"{problems[0]}{more} "
+                        f"(--skip-bad-rows / skip_bad_rows=True leaves them out)")
 
 
 # ---------------------------------------------------------------- CSV
@@ -277,8 +278,8 @@ def read_folder(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     according to their name's prefix (`PublicTest_123.jpg`). Class folders are the names of
     CLASS_NAMES in any letter case and map to the CSV numbering, not to alphabetical order.
     Images are ordered like the CSV: Training, then PublicTest, then PrivateTest, each by the
-    number in the file name (then by name, then by class). Hidden files are ignored; every other file must be a
-    48x48 image that OpenCV can decode (read as grayscale).
+    number in the file name (then by name, then by class). Hidden files are ignored; every
+    other file must be a 48x48 image that OpenCV can decode (read as grayscale).
     """
     root = Path(path)
     problems: list[str] = []

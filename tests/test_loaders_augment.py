@@ -86,7 +86,8 @@ def test_positive_rotation_is_counter_clockwise():
 def test_empty_batch_and_bad_input():
     empty = np.zeros((0, 48, 48), np.uint8)
     assert VARIANTS["variant14"].augment(empty).shape == (0, 14, 42, 42)
-    with pytest.raises(ValueError, match=r"expected uint8 images \[N, 48, 48\], got uint8 \[2, 44, 44\]"):
+    with pytest.raises(ValueError, match=r"expected uint8 images \[N, 48, 48\], "
+                                         r"got uint8 \[2, 44, 44\]"):
         VARIANTS["crop5"].augment(np.zeros((2, 44, 44), np.uint8))
     with pytest.raises(DatasetError, match="unknown variant 'crop10'"):
         get_variant("crop10")

@@ -117,8 +117,10 @@ def test_training_drops_the_remainder(dataset):
 def test_process_shares_make_up_the_global_batch(dataset, drop_remainder):
     options = dict(seed=7, drop_remainder=drop_remainder)
     with BatchLoader(dataset, "test", 48, **options) as whole, \
-            BatchLoader(dataset, "test", 48, process_index=0, process_count=2, **options) as first, \
-            BatchLoader(dataset, "test", 48, process_index=1, process_count=2, **options) as second:
+            BatchLoader(dataset, "test", 48, process_index=0, process_count=2,
+                        **options) as first, \
+            BatchLoader(dataset, "test", 48, process_index=1, process_count=2,
+                        **options) as second:
         for global_batch, share0, share1 in zip(_collect(whole, 1), _collect(first, 1),
                                                 _collect(second, 1)):
             assert share0[0].shape == (24, 48, 48, 1)
@@ -144,10 +146,12 @@ def test_data_parallel_sharding_over_two_devices(dataset):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
         from loaders.batches import BatchLoader
         assert len(jax.devices()) == 2
+        path = {str(dataset)!r}
         sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
         for shared in (False, True):
-            with BatchLoader({str(dataset)!r}, "train", 32, seed=1, shared=shared, sharding=sharding) as sharded, \\
-                    BatchLoader({str(dataset)!r}, "train", 32, seed=1) as plain:
+            with BatchLoader(path, "train", 32, seed=1, shared=shared,
+                             sharding=sharding) as sharded, \\
+                    BatchLoader(path, "train", 32, seed=1) as plain:
                 for a, b in zip(sharded.batches(0), plain.batches(0)):
                     assert a.x.sharding == sharding and len(a.x.addressable_shards) == 2
                     assert a.x.addressable_shards[1].data.shape == (16, 48, 48, 1)

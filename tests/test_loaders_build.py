@@ -35,7 +35,8 @@ def built(tmp_path_factory):
 def test_thesis_validation_counts_on_full_fer2013():
     assert {variant: default_val_sources(variant, 28709) for variant in VARIANTS} == \
         {"raw": 3709, "mirror": 3709, "crop5": 3000, "variant14": 2870}
-    assert {variant: default_val_sources(variant, 560) for variant in VARIANTS} == SAMPLE_VAL_SOURCES
+    assert {variant: default_val_sources(variant, 560) for variant in VARIANTS} == \
+        SAMPLE_VAL_SOURCES
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -112,17 +113,19 @@ def test_stored_pixels_are_the_augmented_sources(built, sample, variant):
         for row in (0, 1, 557, len(file["train/labels"]) - 1):
             source = file["train/source_index"][row]
             variant_index = file["train/variant_index"][row]
-            np.testing.assert_array_equal(file["train/images"][row],
-                                          spec.augment(training[source:source + 1])[0, variant_index])
+            expected = spec.augment(training[source:source + 1])[0, variant_index]
+            np.testing.assert_array_equal(file["train/images"][row], expected)
             assert file["train/labels"][row] == sample.labels[sample.usage == "Training"][source]
         np.testing.assert_array_equal(file["test/images"][...], spec.test_view(test))
-        np.testing.assert_array_equal(file["test/labels"][...], sample.labels[sample.usage != "Training"])
+        np.testing.assert_array_equal(file["test/labels"][...],
+                                      sample.labels[sample.usage != "Training"])
         if variant != "raw":
             expected = spec.augment(test)
             sources = file["test_aug/source_index"][...]
             variants = file["test_aug/variant_index"][...]
             np.testing.assert_array_equal(file["test_aug/images"][...], expected[sources, variants])
-            np.testing.assert_array_equal(file["test_aug/labels"][...], file["test/labels"][...][sources])
+            np.testing.assert_array_equal(file["test_aug/labels"][...],
+                                          file["test/labels"][...][sources])
 
 
 def test_train_noval_and_val_read_as_rows_of_train(built):
@@ -167,7 +170,10 @@ def test_explicit_validation_count_seed_and_none(tmp_path):
     first = build_dataset(SAMPLE_CSV, "raw", tmp_path / "a.h5", val_sources=100, seed=7)
     again = build_dataset(SAMPLE_CSV, "raw", tmp_path / "b.h5", val_sources=100, seed=7)
     other = build_dataset(SAMPLE_CSV, "raw", tmp_path / "c.h5", val_sources=100, seed=8)
-    val = {path: set(h5py.File(path, "r")["val/source_index"][...]) for path in (first, again, other)}
+    val = {}
+    for path in (first, again, other):
+        with h5py.File(path, "r") as file:
+            val[path] = set(file["val/source_index"][...])
     assert len(val[first]) == 100 and val[first] == val[again] != val[other]
     assert dataset_info(first)["val_sources_rule"] == "given"
     none = build_dataset(SAMPLE_CSV, "mirror", tmp_path / "none.h5", val_sources=0)
@@ -190,7 +196,7 @@ def test_a_source_without_test_images_builds_empty_test_splits(tmp_path, caplog)
                                                 "test": 0, "test_aug": 0}
     assert caplog.messages == [f"{source} has no test images (PublicTest or PrivateTest): "
                                f"/test is empty"]
-    with pytest.raises(DatasetError, match=r"test_only.csv: no Training images"):
+    with pytest.raises(DatasetError, match=r"test_only.csv: no usable Training images"):
         build_dataset(write_csv(tmp_path / "test_only.csv", header, rows[-5:]), "raw",
                       tmp_path / "u.h5")
 
@@ -290,8 +296,9 @@ def test_cli_builds_and_summarises(tmp_path, capsys):
     assert main([str(SAMPLE_CSV), "--variant", "mirror", "--out", str(out), "--val-sources", "20",
                  "--seed", "3"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"{out}: mirror (2 per image, 48x48), train 1,120, train_noval 1,080, "
-                              f"val 40, test 140, test_aug 280; 20 validation sources; ")
+    assert printed.startswith(f"{out}: mirror (2 per image, 48x48), train 1,120, "
+                              f"train_noval 1,080, val 40, test 140, test_aug 280; "
+                              f"20 validation sources; ")
     assert dataset_info(out)["seed"] == 3
 
 

@@ -84,13 +84,14 @@ def _set_pixel(value):
 
 @pytest.mark.parametrize("change, message", [
     (_drop_last_pixel, "expected 2304 pixel values, found 2303"),
-    (_set_pixel("12a"), "the pixels contain 'a'; expected 2304 integers 0..255 separated by spaces"),
+    (_set_pixel("12a"),
+     "the pixels contain 'a'; expected 2304 integers 0..255 separated by spaces"),
     (_set_pixel("-4"), "the pixels contain '-'; expected 2304 integers 0..255 separated by spaces"),
     (_set_pixel("256"), "pixel value 256 is out of range 0..255"),
     (lambda row: "7" + row[1:], "emotion '7' is not a class number 0..6"),
     (lambda row: "x" + row[1:], "emotion 'x' is not a class number 0..6"),
-    (lambda row: row.rsplit(",", 1)[0] + ",Validation", "unknown Usage 'Validation' "
-                                                         "(expected Training, PublicTest or PrivateTest)"),
+    (lambda row: row.rsplit(",", 1)[0] + ",Validation",
+     "unknown Usage 'Validation' (expected Training, PublicTest or PrivateTest)"),
     (lambda row: row.rsplit(",", 1)[0], "expected 3 comma-separated fields, found 2"),
     (lambda row: row.replace(" ", "  ", 3), None),  # runs of spaces are fine
 ])
@@ -168,7 +169,8 @@ def test_truncated_and_corrupt_gzip(tmp_path):
     cut.write_bytes(packed[:len(packed) // 2])
     with pytest.raises(DatasetError) as error:
         read_csv(cut, skip_bad_rows=True)
-    assert str(error.value) == f"{cut}: truncated gzip file (it ends before its compressed data does)"
+    assert str(error.value) == \
+        f"{cut}: truncated gzip file (it ends before its compressed data does)"
     corrupt = tmp_path / "corrupt.csv.gz"
     corrupt.write_bytes(packed[:20] + bytes(range(256)) * 4)
     with pytest.raises(DatasetError, match=r"corrupt.csv.gz: corrupt gzip data \("):
@@ -258,7 +260,8 @@ def test_bad_images_are_named_by_path_and_can_be_skipped(tmp_path, small, relati
     bad = _folder_with(tmp_path, small, relative, content)
     with pytest.raises(DatasetError) as error:
         read_folder(tmp_path)
-    assert str(error.value) == f"{bad}: {message} (--skip-bad-rows / skip_bad_rows=True leaves them out)"
+    assert str(error.value) == \
+        f"{bad}: {message} (--skip-bad-rows / skip_bad_rows=True leaves them out)"
     data = read_folder(tmp_path, skip_bad_rows=True)
     assert data.skipped == (f"{bad}: {message}",)
     np.testing.assert_array_equal(data.images, small.images)
@@ -273,7 +276,8 @@ def test_unknown_class_or_split_folder(tmp_path, small):
                                 f"(expected one of {', '.join(CLASS_NAMES)})")
     (tmp_path / "train" / "contempt").rmdir()
     (tmp_path / "validation").mkdir()
-    with pytest.raises(DatasetError, match=r"validation: unknown folder \(expected train/ and test/"):
+    with pytest.raises(DatasetError,
+                       match=r"validation: unknown folder \(expected train/ and test/"):
         read_folder(tmp_path)
     (tmp_path / "validation").rmdir()
     (tmp_path / "train").rename(tmp_path / "training")
