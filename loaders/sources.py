@@ -169,6 +169,10 @@ class _Header(NamedTuple):
 
 def _parse_header(path: Path, line: bytes) -> _Header:
     expected = ",".join(CSV_COLUMNS)
+    # Kaggle distributes the CSV inside fer2013.tar.gz; a tar header has "ustar" at byte 257.
+    if line[257:262] == b"ustar":
+        raise DatasetError(f"{path}: a tar archive, not a CSV; extract fer2013.csv from it "
+                           f"(tar xzf) and pass that")
     if not line.strip():
         raise DatasetError(f"{path}, line 1: empty line where the header {expected} should be")
     names = [field.strip().strip(b'"').decode("utf-8", "replace")

@@ -1,6 +1,7 @@
 """Reading FER2013 sources: the Kaggle CSV (plain, gzip) and the folder layout, and bad input."""
 import dataclasses
 import gzip
+import tarfile
 
 import cv2
 import numpy as np
@@ -175,6 +176,16 @@ def test_truncated_and_corrupt_gzip(tmp_path):
     corrupt.write_bytes(packed[:20] + bytes(range(256)) * 4)
     with pytest.raises(DatasetError, match=r"corrupt.csv.gz: corrupt gzip data \("):
         read_csv(corrupt)
+
+
+def test_kaggle_tar_archive_is_recognised(tmp_path):
+    archive = tmp_path / "fer2013.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(SAMPLE_CSV, arcname="fer2013/fer2013.csv")
+    with pytest.raises(DatasetError) as error:
+        read_source(archive)
+    assert str(error.value) == (f"{archive}: a tar archive, not a CSV; extract fer2013.csv "
+                                f"from it (tar xzf) and pass that")
 
 
 def test_concatenated_gzip_members_are_one_file(tmp_path, lines):
