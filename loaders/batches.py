@@ -112,6 +112,9 @@ class BatchLoader:
             raise ValueError(f"start_batch={start_batch} must be in 0..{self.n_batches}")
         order = self.epoch_order(epoch)
         plan = (self._local_rows(order, number) for number in range(start_batch, self.n_batches))
+        return self._yield_batches(plan)
+
+    def _yield_batches(self, plan) -> Iterator[Batch]:
         if self.shared:
             for rows, n_valid in plan:
                 x, y = _gather_scaled(self._device_images, self._device_labels, rows)
