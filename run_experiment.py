@@ -438,12 +438,16 @@ class Experiment:
             return row
         self._population_statistics(phase.split, self._data_epoch(phase))
         if phase.validate:
-            row["val_cost"], row["val_error"] = cost_and_error(*self._predict("val"))
+            row["val_cost"], row["val_error"] = self._evaluate("val")
             self._track_best(row)
         if self.config["test_each_epoch"]:
             # Printed as the thesis did; never used to choose anything.
-            row["test_error"] = cost_and_error(*self._predict("test"))[1]
+            row["test_error"] = self._evaluate("test")[1]
         return row
+
+    def _evaluate(self, split: str) -> tuple[float, float]:
+        """(cost, error) of the current parameters on a split."""
+        return cost_and_error(*self._predict(split))
 
     def _track_best(self, row: dict) -> None:
         p = self.progress
@@ -464,8 +468,9 @@ class Experiment:
         p = self.progress
         _, p.plateau = self.plateau.update(updates=jnp.zeros(()), state=p.plateau,
                                            value=jnp.asarray(monitored))
+        # A copy: the train step donates the state's buffers, the plateau state keeps its own.
         self.state = self.state._replace(lr_scale=self.parallel.replicate(
-            jnp.asarray(p.plateau.scale, jnp.float32)))
+            jnp.array(p.plateau.scale, jnp.float32, copy=True)))
 
     def _search_is_over(self) -> bool:
         patience = self.config["patience"]

@@ -1,0 +1,285 @@
+"""The launcher: keywords, the methodology's phases, results, saved files, registry, failures."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from launcher_support import build_public_private_dataset, quick_config
+
+import run_experiment as launcher
+from loaders.hdf5 import read_split, read_test_aug_source_index
+from loaders.sample import ensure_sample_dataset
+from utils import model_io
+from utils.keywords import KEYWORD_NAMES, KeywordError, help_text, parse_command_line, resolve
+from utils.networks import get_network
+from utils.training import Steps, summed_variant_logits
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return ensure_sample_dataset("mirror", folder=tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(sample, tmp_path_factory):
+    """One complete run with validation, shared by the tests that inspect its outputs."""
+    folder = tmp_path_factory.mktemp("finished")
+    config = quick_config(folder, sample)
+    results = launcher.run_experiment(**config)
+    return folder, config, results
+
+
+def scripted_validation(monkeypatch, values, criterion_index=0):
+    """Make validation return scripted (cost, error) pairs, one per search epoch."""
+    original = launcher.Experiment._evaluate
+    calls = iter(values)
+
+    def evaluate(self, split):
+        return next(calls) if split == "val" else original(self, split)
+
+    monkeypatch.setattr(launcher.Experiment, "_evaluate", evaluate)
+
+
+# ---- keywords --------------------------------------------------------------------------------
+def test_command_line_values_are_python_literals_or_bare_words():
+    parsed = parse_command_line(["n_hidden=[1024,512]", "p_dropConv=[0.2,0.3,0.4,0.5]",
+                                 "activation=relu", "network=A", "val=False",
+                                 "dataset=datasets/x.h5", "learning_rate=1e-3"])
+    assert parsed == {"n_hidden": [1024, 512], "p_dropConv": [0.2, 0.3, 0.4, 0.5],
+                      "activation": "relu", "network": "A", "val": False,
+                      "dataset": "datasets/x.h5", "learning_rate": 0.001}
+
+
+def test_help_lists_every_keyword_with_its_default(capsys):
+    assert launcher.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in KEYWORD_NAMES:
+        assert f"  {name} " in out
+    assert "(0.1) initial learning rate" in out and "(100) mini-batch size" in out
+    assert help_text() in out
+
+
+@pytest.mark.parametrize("keywords,message", [
+    ({"learning_rat": 0.1}, r"unknown keyword 'learning_rat' \(did you mean 'learning_rate'\?\)"),
+    ({"p_dropconv": [0.1]}, r"unknown keyword 'p_dropconv' \(did you mean 'p_dropConv'\?\)"),
+    ({"learning_rate": -1}, r"learning_rate must be a number > 0, got -1"),
+    ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+    ({"n_hidden": "big"}, r"n_hidden must be a list of positive layer sizes"),
+    ({"optimizer": "adamm"}, r"optimizer must be one of .* got 'adamm' \(did you mean 'adam'\?\)"),
+    ({"lr_schedule": "stepp"}, r"got 'stepp' \(did you mean 'step'\?\)"),
+    ({"criterion": "loss"}, r"criterion must be one of 'entropy', 'error', got 'loss'"),
+    ({"activation": "rellu"}, r"activation: unknown activation 'rellu' \(did you mean 'relu'\?\)"),
+    ({"val": "yes"}, r"val must be True or False, got 'yes'"),
+    ({"im_dim": [48]}, r"im_dim must be \[height, width\]"),
+    ({"anneal_factor": 2}, r"anneal_factor must be a number in \(0, 1\], got 2"),
+    ({"resume": True, "init_from": "x"}, r"resume=True continues a run; init_from starts"),
+])
+def test_impossible_keywords_are_refused(keywords, message):
+    with pytest.raises(KeywordError, match=message):
+        resolve(keywords)
+
+
+@pytest.mark.parametrize("keywords,message", [
+    ({"p_dropConv": [0.1, 0.2]}, r"p_dropConv has 2 values but network tiny has 1 conv layers"),
+    ({"p_drop": 1.0}, r"p_drop must be a drop probability in \[0, 1\), got 1.0"),
+    ({"im_dim": [42, 42]}, r"im_dim=\[42, 42\] but .*sample_mirror.h5 holds 48x48 images"),
+    ({"network": "E"}, r"unknown network 'E'"),
+    ({"batch_size": 5000}, r"batch_size=5000 is larger than the \d+ images of split 'train"),
+    ({"optimizer_options": {"momentun": 0.9}, "optimizer": "momentum"},
+     r"optimizer 'momentum' has no setting 'momentun' \(did you mean 'momentum'\?\)"),
+    ({"dataset": "/nonexistent/x.h5"}, r"dataset='/nonexistent/x.h5': no such file"),
+])
+def test_configuration_is_refused_before_any_work(tmp_path, sample, capsys, keywords, message):
+    config = {**quick_config(tmp_path, sample), **keywords}
+    arguments = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in config.items()]
+    assert launcher.main(arguments) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+# ---- the methodology's phases ----------------------------------------------------------------
+def test_entropy_point_retraining_and_annealing_follow_a_scripted_validation(
+        tmp_path, sample, monkeypatch):
+    scripted_validation(monkeypatch, [(1.5, 0.6), (1.2, 0.5), (1.0, 0.55), (1.1, 0.4),
+                                      (1.3, 0.45)])
+    results = launcher.run_experiment(**quick_config(tmp_path, sample, n_epochs=5,
+                                                     anneal_epochs=2, test_each_epoch=False))
+    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    phases = [row["phase"] for row in history]
+    assert phases == ["search"] * 5 + ["retrain"] * 3 + ["anneal"] * 2
+    assert results["entropy_epoch"] == 3 and results["best_val_cost"] == 1.0
+    assert results["epochs"] == {"search": 5, "retrain": 3, "anneal": 2}
+    rates = [float(row["learning_rate"]) for row in history]
+    assert rates[:8] == pytest.approx([0.05] * 8)
+    assert rates[8:] == pytest.approx([0.005] * 2)  # annealing at lr/10
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3, 4, 5, 1, 2, 3, 1, 2]
+
+
+def test_error_criterion_and_patience(tmp_path, sample, monkeypatch):
+    scripted_validation(monkeypatch, [(1.5, 0.6), (1.2, 0.5), (1.0, 0.55), (1.1, 0.4),
+                                      (1.3, 0.45), (1.4, 0.5), (1.5, 0.5)])
+    results = launcher.run_experiment(**quick_config(
+        tmp_path, sample, n_epochs=7, criterion="error", patience=2, anneal_epochs=0,
+        test_each_epoch=False))
+    # Minimum error at epoch 4; epochs 5 and 6 do not improve on it, so the search stops.
+    assert results["entropy_epoch"] == 4
+    assert results["epochs"] == {"search": 6, "retrain": 4}
+
+
+def test_without_validation_trains_n_epochs_then_anneals(tmp_path, sample):
+    results = launcher.run_experiment(**quick_config(tmp_path, sample, val=False, n_epochs=2,
+                                                     anneal_epochs=1))
+    assert results["epochs"] == {"train": 2, "anneal": 1}
+    assert results["entropy_epoch"] is None
+
+
+def test_plateau_schedule_reduces_on_validation_and_retraining_replays_it(
+        tmp_path, sample, monkeypatch):
+    scripted_validation(monkeypatch, [(1.0, 0.5), (1.0, 0.5), (1.0, 0.5), (0.9, 0.5)])
+    launcher.run_experiment(**quick_config(
+        tmp_path, sample, n_epochs=4, anneal_epochs=0, lr_schedule="plateau",
+        lr_schedule_options={"patience": 1, "factor": 0.5}, test_each_epoch=False))
+    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    search = [float(r["learning_rate"]) for r in history if r["phase"] == "search"]
+    retrain = [float(r["learning_rate"]) for r in history if r["phase"] == "retrain"]
+    # Epochs 2 and 3 fail to improve: the rate halves after each (patience 1).
+    assert search == pytest.approx([0.05, 0.05, 0.025, 0.0125])
+    assert retrain == pytest.approx(search)
+
+
+# ---- results ----------------------------------------------------------------------------------
+def test_augmented_test_sums_pre_softmax_outputs_over_variants():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 7))
+    source = rng.permutation(np.repeat(np.arange(4), 3))
+    expected = np.zeros((4, 7))
+    for row, src in enumerate(source):
+        expected[src] += logits[row]
+    np.testing.assert_allclose(summed_variant_logits(logits, source, 4), expected)
+
+
+def test_results_match_a_numpy_recomputation_from_the_saved_model(finished_run):
+    folder, config, results = finished_run
+    header, trees = model_io.load(folder / "run", model_io.MODEL_FORMAT)
+    net = get_network(config["network"], **header["network_options"])
+    params, bn_state = net.init(jax.random.key(0))
+    params = model_io.restore_into(params, trees["params"], "model", "params")
+    bn_state = model_io.restore_into(bn_state, trees["bn_state"], "model", "bn_state")
+    x_test, y_test = read_split(config["dataset"], "test")
+    x_aug, _ = read_split(config["dataset"], "test_aug")
+    source = read_test_aug_source_index(config["dataset"])
+
+    def logits_of(images):
+        x = jnp.asarray(images, jnp.float32)[..., None] * np.float32(1 / 255)
+        return np.asarray(net.apply(params, bn_state, x, train=False)[0], np.float64)
+
+    plain = logits_of(x_test)
+    assert results["test_error"] == pytest.approx(np.mean(plain.argmax(1) != y_test))
+    aug = logits_of(x_aug)
+    summed = np.stack([aug[source == i].sum(axis=0) for i in range(len(y_test))])
+    assert results["aug_test_error"] == pytest.approx(np.mean(summed.argmax(1) != y_test))
+    assert len(source) == 2 * len(y_test)  # mirror: two variants per test image
+
+
+def test_public_and_private_errors_are_reported_separately(tmp_path):
+    dataset = build_public_private_dataset(tmp_path)
+    results = launcher.run_experiment(**quick_config(tmp_path, dataset, n_epochs=1,
+                                                     anneal_epochs=0, val=False))
+    n_public, n_private = results["test_n_PublicTest"], results["test_n_PrivateTest"]
+    assert n_public == 70 and n_private == 70
+    for prefix in ("test", "aug_test"):
+        combined = (n_public * results[f"{prefix}_error_PublicTest"]
+                    + n_private * results[f"{prefix}_error_PrivateTest"]) / (n_public + n_private)
+        assert results[f"{prefix}_error"] == pytest.approx(combined)
+
+
+def test_saved_files(finished_run):
+    folder, config, results = finished_run
+    run = folder / "run"
+    for name in ("model.msgpack", "entropy_point.msgpack", "history.csv", "results.json"):
+        assert (run / name).is_file()
+    for name in ("cost.png", "confusion.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (run / "checkpoint.msgpack").exists()  # finished: the model replaces it
+    header, trees = model_io.load(run / "model.msgpack", model_io.MODEL_FORMAT)
+    assert header["config"]["n_hidden"] == [8] and header["results"] == json.loads(
+        json.dumps(results))
+    assert len(header["history"]) == sum(results["epochs"].values())
+    history = list(csv.DictReader(open(run / "history.csv")))
+    assert len(history) == sum(results["epochs"].values())
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["results"]["test_error"] == results["test_error"]
+    assert np.asarray(results["confusion"]).sum() == results["test_n_PublicTest"]
+
+
+def test_registry_gets_one_row_per_run_and_keeps_old_rows(finished_run, sample, tmp_path):
+    folder, config, results = finished_run
+    registry = folder / "experiments.csv"
+    rows = list(csv.DictReader(open(registry)))
+    assert len(rows) == 1
+    row = rows[0]
+    for name in KEYWORD_NAMES:
+        if name not in launcher.RUN_MANAGEMENT:
+            assert name in row
+    assert float(row["test_error"]) == pytest.approx(results["test_error"])
+    assert row["code_version"] and row["finished"]
+    # A second run appends; the first row stays as it was.
+    second = quick_config(tmp_path, sample, val=False, n_epochs=1, anneal_epochs=0,
+                          registry=str(registry))
+    launcher.run_experiment(**second)
+    rows_after = list(csv.DictReader(open(registry)))
+    assert len(rows_after) == 2 and rows_after[0] == row
+
+
+# ---- run management ---------------------------------------------------------------------------
+def test_an_existing_run_is_never_overwritten_silently(finished_run):
+    folder, config, _ = finished_run
+    before = (folder / "run" / "model.msgpack").read_bytes()
+    with pytest.raises(KeywordError, match="already holds a finished run: pass resume=True"):
+        launcher.run_experiment(**config)
+    with pytest.raises(KeywordError, match="holds a finished run .* nothing to resume"):
+        launcher.run_experiment(**{**config, "resume": True})
+    assert (folder / "run" / "model.msgpack").read_bytes() == before
+
+
+def test_init_from_starts_from_a_saved_model_and_refuses_another_architecture(finished_run,
+                                                                              tmp_path):
+    folder, config, _ = finished_run
+    model = folder / "run" / "model.msgpack"
+    _, trees = model_io.load(model, model_io.MODEL_FORMAT)
+    experiment = launcher.Experiment(resolve({**config, "savename": str(tmp_path / "next"),
+                                              "init_from": str(model)}))
+    saved = jax.tree_util.tree_leaves(trees["params"])
+    for got, want in zip(jax.tree_util.tree_leaves(experiment.initial[0]), saved):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(model_io.ModelFileError, match=r"params\['4'\]\['beta'\] has shape "
+                                                      r"\(8,\) but the network expects \(16,\)"):
+        launcher.Experiment(resolve({**config, "savename": str(tmp_path / "other"),
+                                     "init_from": str(model), "n_hidden": [16]}))
+
+
+def test_non_finite_cost_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample):
+    experiment = launcher.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
+    real_train = experiment.steps.train
+    calls = {"n": 0}
+
+    def train(state, x, y):
+        calls["n"] += 1
+        state, metrics = real_train(state, x, y)
+        if calls["n"] == 25:  # second epoch (19 batches of 50 per epoch of train_noval)
+            metrics = {**metrics, "cost": jnp.asarray(jnp.nan)}
+        return state, metrics
+
+    experiment.steps.train = train
+    with pytest.raises(launcher.NonFiniteCost, match=r"became nan in phase search, epoch 2, "
+                                                     r"batch 6: stopping"):
+        experiment.run()
+    header, _ = model_io.load(tmp_path / "run", model_io.CHECKPOINT_FORMAT)
+    assert header["progress"]["epoch"] == 1 and header["progress"]["batch"] == 0
