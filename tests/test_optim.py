@@ -1,0 +1,82 @@
+"""Optimisers and schedules: each takes a real step; schedules follow their formulas."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tiny_net  # noqa: F401  (registers "tiny")
+
+from utils.networks import get_network
+from utils.optim import OPTIMIZERS, make_optimizer, make_plateau, make_schedule
+from utils.training import Steps
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((8, 16, 16, 1), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, 7, 8, dtype=np.int32))
+    return x, y
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_takes_a_step_at_the_scheduled_rate(name, batch):
+    net = get_network("tiny", im_dim=[16, 16], n_hidden=[8], p_dropConv=[0.0], p_drop=0.0)
+    steps = Steps(net, make_optimizer(name, 0.05), make_schedule("constant", 0.05))
+    state = steps.init_state(0, 1, epoch_length=4)
+    before = jax.tree_util.tree_map(np.array, state.params)
+    state, metrics = steps.train(state, *batch)
+    assert float(metrics["learning_rate"]) == pytest.approx(0.05)
+    changed = [not np.array_equal(a, b) for a, b in
+               zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state.params))]
+    assert all(changed) and np.isfinite(float(metrics["cost"]))
+
+
+def test_sgd_step_is_minus_learning_rate_times_the_gradient(batch):
+    net = get_network("tiny", im_dim=[16, 16], n_hidden=[8], p_dropConv=[0.0], p_drop=0.0)
+    steps = Steps(net, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1), L2_reg=0.01)
+    state = steps.init_state(0, 1)
+    state = state._replace(lr_scale=jnp.asarray(0.5, jnp.float32))  # e.g. annealing
+    before = jax.tree_util.tree_map(np.array, state.params)
+
+    def cost(params):  # the cost written again, independently of Steps
+        logits, _ = net.apply(params, state.bn_state, batch[0], train=True)
+        log_p = jax.nn.log_softmax(logits)
+        nll = -jnp.mean(log_p[jnp.arange(8), batch[1]])
+        return nll + 0.01 * sum(jnp.sum(p["w"] ** 2) for p in params if "w" in p)
+
+    grads = jax.grad(cost)(jax.tree_util.tree_map(jnp.asarray, before))
+    state, _ = steps.train(state, *batch)
+    for b, g, a in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(grads),
+                       jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_allclose(a, b - 0.05 * np.asarray(g), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,settings,formula", [
+    ("constant", {}, lambda e: 0.1),
+    ("step", {"drop_every": 2, "factor": 0.5}, lambda e: 0.1 * 0.5 ** np.floor(e / 2)),
+    ("exponential", {"gamma": 0.9}, lambda e: 0.1 * 0.9 ** e),
+    ("time", {"decay": 0.5}, lambda e: 0.1 / (1 + 0.5 * e)),
+])
+def test_schedules_follow_their_formulas_in_epochs(name, settings, formula):
+    schedule = make_schedule(name, 0.1, settings)
+    for epoch in (0.0, 0.5, 1.0, 2.0, 3.5, 7.0):
+        assert float(schedule(jnp.float32(epoch))) == pytest.approx(formula(epoch), rel=1e-5)
+
+
+def test_plateau_halves_after_patience_epochs_without_improvement():
+    plateau = make_plateau({"factor": 0.5, "patience": 2})
+    state = plateau.init(jnp.zeros(()))
+    scales = []
+    for value in [1.0, 0.9, 0.95, 0.92, 0.91, 0.5]:
+        _, state = plateau.update(updates=jnp.zeros(()), state=state, value=jnp.asarray(value))
+        scales.append(float(state.scale))
+    assert scales == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ValueError, match=r"optimizer 'adam' has no setting 'beta1'"):
+        make_optimizer("adam", 0.1, {"beta1": 0.9})
+    with pytest.raises(ValueError, match=r"lr_schedule 'step' has no setting 'every'"):
+        make_schedule("step", 0.1, {"every": 3})
+    assert isinstance(make_optimizer("nesterov", 0.1), optax.GradientTransformation)
