@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -94,3 +95,25 @@ def restore_into(target, raw, path, what: str):
         raise ModelFileError(f"{path}: {what} has {len(found)} arrays, the network "
                              f"{len(target_leaves)}: a different architecture")
     return serialization.from_state_dict(target, raw)
+
+
+class LoadedModel(NamedTuple):
+    network: object  # utils.networks.Network
+    params: object
+    bn_state: object
+    header: dict  # config, network options, class names, history, results, code version
+
+
+def load_model(path) -> LoadedModel:
+    """A saved model (a model.msgpack or its run folder) with the network it was trained as."""
+    from utils.networks import get_network  # here: networks import nothing of this module
+
+    header, trees = load(path, MODEL_FORMAT)
+    try:
+        network = get_network(header["config"]["network"], **header["network_options"])
+    except (KeyError, ValueError) as err:
+        raise ModelFileError(f"{path}: cannot rebuild its network ({err})") from None
+    params, bn_state = jax.eval_shape(network.init, jax.random.key(0))
+    params = restore_into(params, trees.get("params", {}), path, "params")
+    bn_state = restore_into(bn_state, trees.get("bn_state", {}), path, "bn_state")
+    return LoadedModel(network, params, bn_state, header)
