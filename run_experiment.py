@@ -40,13 +40,14 @@ from utils import model_io
 from utils.keywords import KeywordError, help_text, parse_command_line, resolve
 from utils.networks import get_network
 from utils.optim import make_optimizer, make_plateau, make_schedule
-from utils.parallel import data_parallel
+from utils.parallel import data_parallel, host_copy, host_scalar
 from utils.records import (append_registry_row, code_version, plot_confusion, plot_costs,
                            write_history)
 from utils.training import Steps, cost_and_error, summed_variant_logits
 
 # Keywords that manage the run rather than define it: they may differ when resuming.
-RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices")
+RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",
+                  "coordinator_address", "num_processes", "process_id")
 NETWORK_KEYWORDS = ("n_hidden", "activation", "batch_norm", "p_drop", "p_dropConv",
                     "gaussian_std", "last_pool", "projection_shortcut")
 # Population BN statistics are taken from an order no training epoch uses.
@@ -89,7 +90,8 @@ class Progress:
 
 
 def log(message: str = "") -> None:
-    print(message, flush=True)
+    if jax.process_index() == 0:  # one voice in a multi-host run
+        print(message, flush=True)
 
 
 class Experiment:
@@ -110,6 +112,7 @@ class Experiment:
                                    **{k: config[k] for k in NETWORK_KEYWORDS})
         config["p_dropConv"] = self.network.options["p_dropConv"]
         self.parallel = data_parallel(config["devices"], config["batch_size"])
+        self.writes_files = self.parallel.process_index == 0
         needed = ["train", "test"] + (["train_noval", "val"] if config["val"] else [])
         for split in needed:
             if sizes.get(split, 0) == 0:
@@ -221,13 +224,16 @@ class Experiment:
                                    f"savename")
             for name in ("checkpoint.msgpack", "model.msgpack", "entropy_point.msgpack",
                          "history.csv", "cost.png", "confusion.png", "results.json"):
-                (self.run_dir / name).unlink(missing_ok=True)
+                if self.writes_files:
+                    (self.run_dir / name).unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _definition(self) -> dict:
         return {k: v for k, v in self.config.items() if k not in RUN_MANAGEMENT}
 
     def _save_checkpoint(self) -> None:
+        if not self.writes_files:
+            return
         progress = {k: v for k, v in vars(self.progress).items() if k != "plateau"}
         trees = {"train_state": self.state}
         if self.best_trees is not None:
@@ -381,7 +387,7 @@ class Experiment:
         try:
             for batch in batches:
                 state, metrics = self.steps.train(self.state, batch.x, batch.y)
-                cost, error = float(metrics["cost"]), float(metrics["error"])
+                cost, error = host_scalar(metrics["cost"]), host_scalar(metrics["error"])
                 if not math.isfinite(cost):
                     self.state = None  # donated; the checkpoint on disk is the last good one
                     raise NonFiniteCost(
@@ -431,7 +437,7 @@ class Experiment:
         row = {"phase": phase.name, "epoch": p.epoch + 1, "train_cost": p.sums[0] / n,
                "train_error": p.sums[1] / n, "val_cost": None, "val_error": None,
                "test_error": None,
-               "learning_rate": float(self.state.opt_state.hyperparams["learning_rate"])}
+               "learning_rate": host_scalar(self.state.opt_state.hyperparams["learning_rate"])}
         if phase.name == "train":
             self._step_plateau(row["train_cost"])
         if not (phase.validate or self.config["test_each_epoch"]):
@@ -456,8 +462,8 @@ class Experiment:
             p.best = {"epoch": row["epoch"], "value": value, "val_cost": row["val_cost"],
                       "val_error": row["val_error"]}
             self.best_trees = jax.tree_util.tree_map(
-                np.array, (self.state.params, self.state.bn_state))
-        p.scales.append(float(self.state.lr_scale))
+                lambda leaf: np.array(host_copy(leaf)), (self.state.params, self.state.bn_state))
+        p.scales.append(host_scalar(self.state.lr_scale))
         self._step_plateau(row["val_cost"])
 
     def _step_plateau(self, monitored: float) -> None:
@@ -517,11 +523,13 @@ class Experiment:
             results.update(self._errors("aug_test", summed, labels, usage))
             predictions = summed.argmax(axis=1)
             confusion_title = "augmented test (outputs summed over variants)"
-        counts = plot_confusion(self.run_dir / "confusion.png", labels, predictions,
-                                list(self.info["class_names"]),
-                                f"{self.network.name} on {self.dataset.name}: "
-                                f"{confusion_title}")
+        counts = np.zeros((len(self.info["class_names"]),) * 2, np.int64)
+        np.add.at(counts, (labels, predictions), 1)
         results["confusion"] = counts.tolist()
+        if self.writes_files:
+            plot_confusion(self.run_dir / "confusion.png", counts,
+                           list(self.info["class_names"]),
+                           f"{self.network.name} on {self.dataset.name}: {confusion_title}")
         return results
 
     @staticmethod
@@ -537,6 +545,8 @@ class Experiment:
         return out
 
     def _save_model(self, path: Path, params, bn_state, extra: dict) -> None:
+        if not self.writes_files:
+            return
         header = {"config": self._definition(), "network": self.network.name,
                   "network_options": self.network.options, "class_names":
                   list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
@@ -559,6 +569,13 @@ class Experiment:
         })
         self._save_model(self.run_dir / "model.msgpack", self.state.params,
                          self.state.bn_state, {"history": p.history, "results": results})
+        if self.writes_files:
+            self._write_records(results)
+        self._print_summary(results)
+        return results
+
+    def _write_records(self, results: dict) -> None:
+        p = self.progress
         write_history(self.run_dir / "history.csv", p.history)
         plot_costs(self.run_dir / "cost.png", p.history, p.entropy_epoch,
                    self.config["criterion"])
@@ -571,8 +588,6 @@ class Experiment:
         row.update({k: v for k, v in results.items() if k not in ("confusion", "epochs")})
         append_registry_row(Path(self.config["registry"]), row)
         (self.run_dir / "checkpoint.msgpack").unlink(missing_ok=True)
-        self._print_summary(results)
-        return results
 
     def _print_summary(self, r: dict) -> None:
         def pct(value):
@@ -596,9 +611,18 @@ class Experiment:
             f"results.json; registry row in {self.config['registry']}")
 
 
+def start_distributed(config: dict) -> None:
+    """Join a multi-host run (JAX's own coordination service) when asked to."""
+    if config["coordinator_address"] is not None and not jax.distributed.is_initialized():
+        jax.distributed.initialize(config["coordinator_address"], config["num_processes"],
+                                   config["process_id"])
+
+
 def run_experiment(**keywords) -> dict:
     """Run one experiment from keyword arguments (see ``python run_experiment.py --help``)."""
-    return Experiment(resolve(keywords)).run()
+    config = resolve(keywords)
+    start_distributed(config)
+    return Experiment(config).run()
 
 
 test = run_experiment  # the thesis's name: test(learning_rate=0.1, ..., savename=...)
@@ -611,7 +635,9 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text())
         return 0
     try:
-        experiment = Experiment(resolve(parse_command_line(argv)))
+        config = resolve(parse_command_line(argv))
+        start_distributed(config)
+        experiment = Experiment(config)
     except (ValueError, DatasetError, model_io.ModelFileError) as err:
         # Refused before any work: a keyword, the dataset, a network or optimiser setting.
         print(f"error: {err}", file=sys.stderr)

@@ -46,10 +46,10 @@ def run_to_end(config: dict) -> subprocess.CompletedProcess:
     return done
 
 
-def run_until(config: dict, trigger, signum) -> str:
+def run_until(config: dict, trigger, signum, env=None) -> str:
     """Start a run, send ``signum`` once ``trigger(lines so far)`` holds; return its output."""
     process = subprocess.Popen(command(config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=environment(), cwd=PROJECT)
+                               text=True, env=env or environment(), cwd=PROJECT)
     lines = []
     try:
         for line in process.stdout:

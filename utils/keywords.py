@@ -211,6 +211,12 @@ KEYWORDS = [
             "its folder)", optional_path),
     Keyword("overwrite", False, "replace a finished or stopped run under savename", boolean),
     Keyword("devices", None, "how many local devices to train on (None: all)", device_count),
+    Keyword("coordinator_address", None, "multi-host: host:port of process 0; every host "
+            "runs the same command with its process_id", optional_path),
+    Keyword("num_processes", None, "multi-host: how many processes (hosts) in all",
+            optional_positive_int),
+    Keyword("process_id", None, "multi-host: this process's index, 0 .. num_processes-1",
+            lambda name, v: None if v is None else non_negative_int(name, v)),
     Keyword("registry", "trained_models/experiments.csv", "CSV the run's row is appended to",
             optional_path),
     Keyword("progress", None, "progress bar within epochs (None: when on a terminal)", None),
@@ -268,6 +274,14 @@ def resolve(given: dict) -> dict:
         raise KeywordError("resume=True continues a run; init_from starts a new one: give one")
     if config["resume"] and config["overwrite"]:
         raise KeywordError("resume=True and overwrite=True contradict each other: give one")
+    multi_host = [config[k] is not None
+                  for k in ("coordinator_address", "num_processes", "process_id")]
+    if any(multi_host) and not all(multi_host):
+        raise KeywordError("a multi-host run needs coordinator_address, num_processes and "
+                           "process_id together")
+    if all(multi_host) and config["process_id"] >= config["num_processes"]:
+        raise KeywordError(f"process_id={config['process_id']} must be below "
+                           f"num_processes={config['num_processes']}")
     if config["progress"] not in (None, True, False):
         raise KeywordError(f"progress must be None, True or False, got {config['progress']!r}")
     return config

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from utils.parallel import host_copy
+
 MODEL_FORMAT = "fer-jax model"
 CHECKPOINT_FORMAT = "fer-jax checkpoint"
 FORMAT_VERSION = 1
@@ -42,7 +44,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def to_host(tree):
-    return jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(tree))
+    return jax.tree_util.tree_map(host_copy, serialization.to_state_dict(tree))
 
 
 def save(path: Path, kind: str, header: dict, trees: dict) -> None:

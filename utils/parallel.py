@@ -55,3 +55,17 @@ def data_parallel(devices: int | None, batch_size: int) -> DataParallel:
     return DataParallel(mesh=mesh, batch=NamedSharding(mesh, PartitionSpec("batch")),
                         replicated=NamedSharding(mesh, PartitionSpec()), n_devices=n,
                         process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def host_scalar(array) -> float:
+    """A replicated scalar as a Python float, also when other hosts hold copies of it."""
+    if not getattr(array, "is_fully_addressable", True):
+        array = array.addressable_data(0)
+    return float(array)
+
+
+def host_copy(array) -> np.ndarray:
+    """A replicated array on this host (for saving), also in a multi-host run."""
+    if not getattr(array, "is_fully_addressable", True):
+        array = array.addressable_data(0)
+    return np.asarray(array)

@@ -110,13 +110,10 @@ def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
     _save_figure(fig, path)
 
 
-def plot_confusion(path: Path, labels: np.ndarray, predictions: np.ndarray,
-                   class_names: list[str], title: str) -> np.ndarray:
-    """Row-normalised confusion matrix (rows: true class); returns the count matrix."""
+def plot_confusion(path: Path, counts: np.ndarray, class_names: list[str], title: str) -> None:
+    """Row-normalised confusion matrix (rows: true class), with the counts written in."""
     plt = _pyplot()
     n = len(class_names)
-    counts = np.zeros((n, n), np.int64)
-    np.add.at(counts, (labels, predictions), 1)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -132,7 +129,6 @@ def plot_confusion(path: Path, labels: np.ndarray, predictions: np.ndarray,
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     _save_figure(fig, path)
-    return counts
 
 
 def _save_figure(fig, path: Path) -> None:

@@ -1,0 +1,67 @@
+"""Run in a subprocess with 4 forced CPU devices: the same training on 1, 2 and 4 devices.
+
+Prints one JSON object: per device count, the largest difference from the 1-device run in
+costs, parameters, BN population statistics and evaluation logits; and the message for a
+batch that does not split.
+"""
+import json
+
+import jax
+import numpy as np
+import tiny_net  # noqa: F401  (registers "tiny")
+
+from loaders.batches import Batch
+from utils.networks import get_network
+from utils.optim import make_optimizer, make_schedule
+from utils.parallel import data_parallel
+from utils.training import Steps
+
+BATCH = 48
+
+
+def train(devices: int):
+    parallel = data_parallel(devices, BATCH)
+    net = get_network("tiny", im_dim=[16, 16], n_hidden=[8], p_dropConv=[0.2], p_drop=0.3)
+    steps = Steps(net, make_optimizer("momentum", 0.05), make_schedule("constant", 0.05))
+    state = parallel.replicate(steps.init_state(0, 1, epoch_length=5))
+    rng = np.random.default_rng(0)
+    costs = []
+    batches = []
+    for _ in range(5):
+        x = rng.random((BATCH, 16, 16, 1), dtype=np.float32)
+        y = rng.integers(0, 7, BATCH, dtype=np.int32)
+        batches.append((x, y))
+        state, metrics = steps.train(state, jax.device_put(x, parallel.batch),
+                                     jax.device_put(y, parallel.batch))
+        costs.append(float(metrics["cost"]))
+    stats = steps.population_statistics(
+        state.params, state.bn_state,
+        [Batch(jax.device_put(x, parallel.batch), jax.device_put(y, parallel.batch), BATCH)
+         for x, y in batches])
+    logits = parallel.gather(steps.eval(state.params, stats,
+                                        jax.device_put(batches[0][0], parallel.batch)))
+    return {"costs": np.array(costs), "params": jax.tree_util.tree_leaves(state.params),
+            "stats": jax.tree_util.tree_leaves(stats), "logits": logits,
+            "sharded": len(state.params[0]["w"].sharding.device_set)}
+
+
+def largest_difference(a, b):
+    if isinstance(a, list):
+        return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+if __name__ == "__main__":
+    assert jax.device_count() == 4, jax.devices()
+    reference = train(1)
+    report = {"n_devices": jax.device_count()}
+    for devices in (2, 4):
+        run = train(devices)
+        report[str(devices)] = {key: largest_difference(run[key], reference[key])
+                                for key in ("costs", "params", "stats", "logits")}
+        report[str(devices)]["replicated_on"] = run["sharded"]
+    try:
+        data_parallel(3, 50)
+    except ValueError as err:
+        report["refusal"] = str(err)
+    print(json.dumps(report))
