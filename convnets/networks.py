@@ -127,6 +127,9 @@ ARCHITECTURES = {
           Residual(128), Residual(128), Pool(), Residual(256), Residual(256)],
     # ResNet-mod, 5 weight layers
     "D": [Conv(64), Pool(), Conv(128), Pool(), Residual(128), Pool()],
+    # Small VGG-like net (ours) for the shipped default model: one conv per resolution, so
+    # it trains on 2 CPU cores in about two hours and its parameters fit in a few MB
+    "S": [Conv(32), Pool(), Conv(64), Pool(), Conv(128), Pool(), Conv(256), Pool()],
 }
 
 # Scaled conv dropout, one probability per conv layer. A and D: the thesis's [0.2,0.3,0.4,0.5];
@@ -137,6 +140,7 @@ DEFAULT_CONV_DROPOUT = {
     "B": [0.2, 0.3, 0.4, 0.4, 0.2, 0.2],
     "C": [0.1] + [0.1] * 4 + [0.2] * 4 + [0.3] * 4,
     "D": [0.2, 0.3, 0.4, 0.5],
+    "S": [0.1, 0.2, 0.3, 0.4],
 }
 
 
