@@ -12,6 +12,7 @@ import ast
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from utils.networks import check_hidden_sizes
 from utils.optim import OPTIMIZERS, SCHEDULES
 from utils.rna import closest_name, get_activation
 
@@ -106,12 +107,10 @@ def activation_name(name, v):
 
 
 def hidden_sizes(name, v):
-    if _is_int(v):
-        v = [v]
-    if not isinstance(v, (list, tuple)) or not all(_is_int(n) and n > 0 for n in v):
-        raise KeywordError(f"{name} must be a list of positive layer sizes, e.g. [1024, 512], "
-                           f"got {v!r}")
-    return list(v)
+    try:
+        return list(check_hidden_sizes(v))
+    except ValueError as err:
+        raise KeywordError(str(err)) from None
 
 
 def conv_dropout(name, v):

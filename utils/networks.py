@@ -118,5 +118,6 @@ def check_hidden_sizes(n_hidden) -> tuple[int, ...]:
     if (not isinstance(n_hidden, (list, tuple))
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
                        for n in n_hidden)):
-        raise ValueError(f"n_hidden must be a list of positive layer sizes, got {n_hidden!r}")
+        raise ValueError(f"n_hidden must be a list of positive layer sizes, e.g. [1024, 512], "
+                         f"got {n_hidden!r}")
     return tuple(n_hidden)
