@@ -341,8 +341,7 @@ class Experiment:
         if phase.fresh:
             self.state = self._fresh_state(phase, loader.n_batches)
         else:
-            self.state = self.state._replace(
-                lr_scale=self.state.lr_scale * self.config["anneal_factor"])
+            self._set_lr_scale(host_scalar(self.state.lr_scale) * self.config["anneal_factor"])
         if self.plateau is not None and phase.name in ("search", "train"):
             self.progress.plateau = self.plateau.init(jnp.zeros(()))
         self.progress.phase_started = True
@@ -356,8 +355,7 @@ class Experiment:
                 f"({loader.n_examples} images) ==")
         while self.progress.epoch < n_epochs:
             if phase.name == "retrain" and self.progress.scales:
-                self.state = self.state._replace(lr_scale=jnp.asarray(
-                    self.progress.scales[self.progress.epoch], jnp.float32))
+                self._set_lr_scale(self.progress.scales[self.progress.epoch])
             started = time.perf_counter()
             self._train_epoch(phase, loader)
             row = self._end_of_epoch(phase, loader)
@@ -474,9 +472,12 @@ class Experiment:
         p = self.progress
         _, p.plateau = self.plateau.update(updates=jnp.zeros(()), state=p.plateau,
                                            value=jnp.asarray(monitored))
-        # A copy: the train step donates the state's buffers, the plateau state keeps its own.
+        self._set_lr_scale(host_scalar(p.plateau.scale))
+
+    def _set_lr_scale(self, value: float) -> None:
+        # A fresh replicated array: the same input layout as always, so no new compilation.
         self.state = self.state._replace(lr_scale=self.parallel.replicate(
-            jnp.array(p.plateau.scale, jnp.float32, copy=True)))
+            jnp.asarray(value, jnp.float32)))
 
     def _search_is_over(self) -> bool:
         patience = self.config["patience"]

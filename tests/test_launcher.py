@@ -30,8 +30,9 @@ def finished_run(sample, tmp_path_factory):
     """One complete run with validation, shared by the tests that inspect its outputs."""
     folder = tmp_path_factory.mktemp("finished")
     config = quick_config(folder, sample)
-    results = launcher.run_experiment(**config)
-    return folder, config, results
+    experiment = launcher.Experiment(resolve(config))
+    results = experiment.run()
+    return folder, config, results, dict(experiment.steps.traces)
 
 
 def scripted_validation(monkeypatch, values, criterion_index=0):
@@ -166,7 +167,7 @@ def test_augmented_test_sums_pre_softmax_outputs_over_variants():
 
 
 def test_results_match_a_numpy_recomputation_from_the_saved_model(finished_run):
-    folder, config, results = finished_run
+    folder, config, results, _ = finished_run
     header, trees = model_io.load(folder / "run", model_io.MODEL_FORMAT)
     net = get_network(config["network"], **header["network_options"])
     params, bn_state = net.init(jax.random.key(0))
@@ -201,7 +202,7 @@ def test_public_and_private_errors_are_reported_separately(tmp_path):
 
 
 def test_saved_files(finished_run):
-    folder, config, results = finished_run
+    folder, config, results, _ = finished_run
     run = folder / "run"
     for name in ("model.msgpack", "entropy_point.msgpack", "history.csv", "results.json"):
         assert (run / name).is_file()
@@ -220,7 +221,7 @@ def test_saved_files(finished_run):
 
 
 def test_registry_gets_one_row_per_run_and_keeps_old_rows(finished_run, sample, tmp_path):
-    folder, config, results = finished_run
+    folder, config, results, _ = finished_run
     registry = folder / "experiments.csv"
     rows = list(csv.DictReader(open(registry)))
     assert len(rows) == 1
@@ -240,7 +241,7 @@ def test_registry_gets_one_row_per_run_and_keeps_old_rows(finished_run, sample, 
 
 # ---- run management ---------------------------------------------------------------------------
 def test_an_existing_run_is_never_overwritten_silently(finished_run):
-    folder, config, _ = finished_run
+    folder, config, _, _ = finished_run
     before = (folder / "run" / "model.msgpack").read_bytes()
     with pytest.raises(KeywordError, match="already holds a finished run: pass resume=True"):
         launcher.run_experiment(**config)
@@ -251,7 +252,7 @@ def test_an_existing_run_is_never_overwritten_silently(finished_run):
 
 def test_init_from_starts_from_a_saved_model_and_refuses_another_architecture(finished_run,
                                                                               tmp_path):
-    folder, config, _ = finished_run
+    folder, config, _, _ = finished_run
     model = folder / "run" / "model.msgpack"
     _, trees = model_io.load(model, model_io.MODEL_FORMAT)
     experiment = launcher.Experiment(resolve({**config, "savename": str(tmp_path / "next"),
@@ -283,3 +284,10 @@ def test_non_finite_cost_stops_and_keeps_the_last_good_checkpoint(tmp_path, samp
         experiment.run()
     header, _ = model_io.load(tmp_path / "run", model_io.CHECKPOINT_FORMAT)
     assert header["progress"]["epoch"] == 1 and header["progress"]["batch"] == 0
+
+
+def test_the_whole_methodology_compiles_one_train_and_one_eval_step(finished_run):
+    # Search, retraining and annealing share the train step; validation, the per-epoch and the
+    # final tests share the eval step; BN population statistics have their own forward.
+    *_, traces = finished_run
+    assert traces == {"train": 1, "eval": 1, "batch_stats": 1}
