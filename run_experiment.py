@@ -376,38 +376,55 @@ class Experiment:
         self._save_checkpoint()
 
     def _train_epoch(self, phase: Phase, loader: BatchLoader) -> None:
+        """One epoch (or what is left of it). Each step's metrics are read only after the next
+        step is dispatched, so the device never waits for the host between steps."""
         p = self.progress
         bar = tqdm(total=loader.n_batches, initial=p.batch, leave=False, unit="batch",
                    desc=f"{phase.name} epoch {p.epoch + 1}", disable=(
                        not self.show_progress if self.show_progress is not None else None),
                    file=sys.stderr)
         batches = loader.batches(self._data_epoch(phase), start_batch=p.batch)
+        unread = []  # (metrics, batch number) of dispatched steps whose metrics are unread
         try:
             for batch in batches:
-                state, metrics = self.steps.train(self.state, batch.x, batch.y)
-                cost, error = host_scalar(metrics["cost"]), host_scalar(metrics["error"])
-                if not math.isfinite(cost):
-                    self.state = None  # donated; the checkpoint on disk is the last good one
-                    raise NonFiniteCost(
-                        f"the training cost became {cost} in phase {phase.name}, epoch "
-                        f"{p.epoch + 1}, batch {p.batch + 1}: stopping. The last good "
-                        f"checkpoint (end of the previous epoch) is kept in {self.run_dir}; "
-                        f"a lower learning_rate (now {self.config['learning_rate']:g}) or "
-                        f"batch_norm=True usually cures this")
-                self.state = state
-                p.sums = [p.sums[0] + cost, p.sums[1] + error, p.sums[2] + 1]
+                self.state, metrics = self.steps.train(self.state, batch.x, batch.y)
                 p.batch += 1
-                bar.update(1)
-                bar.set_postfix(cost=f"{p.sums[0] / p.sums[2]:.4f}")
+                unread.append((metrics, p.batch))
+                if len(unread) == 2:
+                    self._account(phase, *unread.pop(0), bar)
                 if self.stop_signal:
+                    self._account(phase, *unread.pop(), bar)
                     self._save_checkpoint()
                     raise RunStopped(f"stopped by {self.stop_signal} in phase {phase.name}, "
                                      f"epoch {p.epoch + 1}, batch {p.batch}; checkpoint saved "
                                      f"in {self.run_dir}: resume with the same command and "
                                      f"resume=True")
+            while unread:
+                self._account(phase, *unread.pop(0), bar)
+        except (RunStopped, NonFiniteCost):
+            raise
+        except BaseException:
+            # The failure handler saves the state: let the sums match it first.
+            while unread:
+                self._account(phase, *unread.pop(0), bar)
+            raise
         finally:
             batches.close()
             bar.close()
+
+    def _account(self, phase: Phase, metrics: dict, batch_number: int, bar) -> None:
+        p = self.progress
+        cost, error = host_scalar(metrics["cost"]), host_scalar(metrics["error"])
+        if not math.isfinite(cost):
+            self.state = None  # poisoned; the checkpoint on disk is the last good one
+            raise NonFiniteCost(
+                f"the training cost became {cost} in phase {phase.name}, epoch {p.epoch + 1}, "
+                f"batch {batch_number}: stopping. The last good checkpoint (end of the "
+                f"previous epoch) is kept in {self.run_dir}; a lower learning_rate (now "
+                f"{self.config['learning_rate']:g}) or batch_norm=True usually cures this")
+        p.sums = [p.sums[0] + cost, p.sums[1] + error, p.sums[2] + 1]
+        bar.update(1)
+        bar.set_postfix(cost=f"{p.sums[0] / p.sums[2]:.4f}")
 
     def _population_statistics(self, split: str, data_epoch: int) -> None:
         """BN paper inference statistics over bn_batches training batches, into the state."""

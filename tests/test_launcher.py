@@ -291,3 +291,24 @@ def test_the_whole_methodology_compiles_one_train_and_one_eval_step(finished_run
     # final tests share the eval step; BN population statistics have their own forward.
     *_, traces = finished_run
     assert traces == {"train": 1, "eval": 1, "batch_stats": 1}
+
+
+def test_an_exception_saves_a_consistent_checkpoint_before_exiting(tmp_path, sample):
+    experiment = launcher.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
+    real_train = experiment.steps.train
+    calls = {"n": 0}
+
+    def train(state, x, y):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise RuntimeError("disk on fire")
+        return real_train(state, x, y)
+
+    experiment.steps.train = train
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        experiment.run()
+    header, trees = model_io.load(tmp_path / "run", model_io.CHECKPOINT_FORMAT)
+    progress = header["progress"]
+    # 19 steps in epoch 1, then 5 of epoch 2 before the failing sixth.
+    assert (progress["epoch"], progress["batch"], progress["sums"][2]) == (1, 5, 5)
+    assert int(trees["train_state"]["step"]) == 24
