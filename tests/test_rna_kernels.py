@@ -1,0 +1,145 @@
+"""The primitives' fast paths give the results of the plain formulations they replace.
+
+Bit for bit where the fast path only reorganises the same operations (dropout masks, noise,
+max-pooling and its gradient routing), within float32 rounding where sums are reordered
+(batch norm, the im2col conv).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from utils import rna
+
+RNG = np.random.default_rng(7)
+
+
+def plain_conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def plain_max_pool(x, size):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, size, size, 1), (1, size, size, 1),
+                             "VALID")
+
+
+def plain_batch_norm(x, gamma, beta, eps=rna.BN_EPSILON):
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    return (x - mean) * (gamma * lax.rsqrt(var + eps)) + beta, mean, var
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 6, 5), (1000,), (3, 7)])
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_mask_is_jax_random_bernoulli_bit_for_bit(shape, p):
+    key = jax.random.fold_in(jax.random.key(3), 11)
+    x = jnp.asarray(RNG.normal(size=shape).astype(np.float32))
+    expected = jnp.where(jax.random.bernoulli(key, 1 - p, shape), x / (1 - p), 0.0)
+    for dropout in (rna.dropout, jax.jit(rna.dropout, static_argnames=("p", "train"))):
+        np.testing.assert_array_equal(dropout(x, p=p, train=True, key=key), expected)
+
+
+def test_gaussian_noise_is_jax_random_normal_bit_for_bit():
+    key = jax.random.key(5)
+    x = jnp.asarray(RNG.normal(size=(6, 5, 4)).astype(np.float32))
+    # Both compiled: XLA's fused erf_inv may differ from the eager one in the last bit.
+    expected = jax.jit(lambda x, k: x + 0.3 * jax.random.normal(k, x.shape, x.dtype))(x, key)
+    got = jax.jit(lambda x, k: rna.gaussian_noise(x, 0.3, train=True, key=k))(x, key)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_uniform_falls_back_to_jax_random_outside_the_fast_path():
+    key = jax.random.key(9)
+    with jax.enable_x64(True):  # float64 draws use 64 random bits: jax.random's own path
+        np.testing.assert_array_equal(rna.uniform(key, (5,), jnp.float64),
+                                      jax.random.uniform(key, (5,), jnp.float64))
+    legacy = jax.random.PRNGKey(2)  # raw uint32 key data
+    np.testing.assert_array_equal(rna.uniform(legacy, (5,)), jax.random.uniform(legacy, (5,)))
+
+
+@pytest.mark.parametrize("size,shape", [(2, (2, 7, 6, 3)), (3, (2, 8, 7, 2)), (2, (3, 4, 4, 5))])
+def test_max_pool_and_its_gradient_match_reduce_window_even_with_ties(size, shape):
+    # Integer values: many windows hold their maximum twice; the gradient must go to the
+    # first one in row-major order, as XLA's select-and-scatter sends it.
+    x = jnp.asarray(RNG.integers(0, 3, size=shape).astype(np.float32))
+    out_shape = plain_max_pool(x, size).shape
+    g = jnp.asarray(RNG.normal(size=out_shape).astype(np.float32))
+    np.testing.assert_array_equal(rna.max_pool(x, size), plain_max_pool(x, size))
+    got = jax.jit(lambda x, g: jax.vjp(lambda x: rna.max_pool(x, size), x)[1](g)[0])(x, g)
+    expected = jax.vjp(lambda x: plain_max_pool(x, size), x)[1](g)[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 6, 3), (64, 32, 32, 8), (7, 5)])
+def test_batch_norm_and_its_gradients_match_the_plain_formula_in_float64(shape):
+    x = RNG.normal(3.0, 2.0, size=shape).astype(np.float32)
+    n = shape[-1]
+    gamma = RNG.normal(size=n).astype(np.float32)
+    beta = RNG.normal(size=n).astype(np.float32)
+    # Weights on every output, the returned statistics included (their gradient flows too).
+    w_y, w_mean, w_var = (RNG.normal(size=s).astype(np.float32) for s in (shape, n, n))
+    m = x.size // n
+
+    def cost(fn, x, gamma, beta):
+        y, mean, var = fn(x, gamma, beta)
+        return jnp.sum(y * w_y) + jnp.sum(mean * w_mean) + jnp.sum(var * w_var)
+
+    def ours(x, gamma, beta):
+        y, state = rna.batch_norm(x, {"gamma": gamma, "beta": beta}, None, train=True)
+        return y, state["mean"], state["var"] * (m - 1) / m  # back to the biased variance
+
+    got = jax.jit(jax.grad(lambda *a: cost(ours, *a), argnums=(0, 1, 2)))(x, gamma, beta)
+    with jax.enable_x64(True):
+        args64 = [jnp.asarray(a, jnp.float64) for a in (x, gamma, beta)]
+        expected = jax.grad(lambda *a: cost(plain_batch_norm, *a), argnums=(0, 1, 2))(*args64)
+        expected = [np.asarray(e) for e in expected]
+        y64, mean64, var64 = (np.asarray(a) for a in plain_batch_norm(*args64))
+    y, state = rna.batch_norm(jnp.asarray(x), {"gamma": gamma, "beta": beta}, None, train=True)
+    np.testing.assert_allclose(y, y64, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(state["mean"], mean64, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(state["var"], var64 * m / (m - 1), rtol=1e-5)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3 * float(np.abs(e).max()))
+
+
+def test_feature_sum_folds_rows_and_sums_like_numpy():
+    for shape in [(128, 12, 12, 64), (3, 5), (2, 3, 7)]:
+        x = RNG.normal(size=shape).astype(np.float32)
+        np.testing.assert_allclose(rna.feature_sum(jnp.asarray(x)),
+                                   x.astype(np.float64).reshape(-1, shape[-1]).sum(0),
+                                   rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,c_in", [(3, 1), (2, 3), (4, 1), (3, 2)])
+def test_small_window_conv_matches_xla_conv_and_its_gradients(kernel, c_in):
+    # 3x3 on one channel takes the im2col path, 3x3 on two channels XLA's conv; even
+    # kernels check that 'same' pads the odd pixel at the end, as XLA does.
+    x = jnp.asarray(RNG.normal(size=(2, 7, 6, c_in)).astype(np.float32))
+    w = jnp.asarray(RNG.normal(size=(kernel, kernel, c_in, 4)).astype(np.float32))
+    g = jnp.asarray(RNG.normal(size=(2, 7, 6, 4)).astype(np.float32))
+    np.testing.assert_allclose(rna.conv2d(x, w), plain_conv(x, w), rtol=1e-5, atol=1e-5)
+    got = jax.vjp(rna.conv2d, x, w)[1](g)
+    expected = jax.vjp(plain_conv, x, w)[1](g)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation,reference", [
+    (rna.relu(), jax.nn.relu),
+    (rna.leaky_relu(0.2), lambda z: jnp.where(z >= 0, z, 0.2 * z)),
+])
+def test_relu_gradients_match_the_plain_functions(activation, reference):
+    z = jnp.array([-2.0, -0.0, 0.0, 0.5, 3.0])
+    np.testing.assert_array_equal(activation(z), reference(z))
+    np.testing.assert_array_equal(jax.grad(lambda z: jnp.sum(activation(z) * z))(z),
+                                  jax.grad(lambda z: jnp.sum(reference(z) * z))(z))
+
+
+def test_computed_once_reads_back_the_integers_it_kept():
+    values = np.arange(64)
+    kept = rna.computed_once(jnp.asarray(values))
+    for k in range(64):
+        np.testing.assert_array_equal(rna.computed_once_equals(kept, k), values == k)
