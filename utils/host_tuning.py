@@ -1,0 +1,82 @@
+"""Process-wide settings that speed up training on CPU hosts, applied when ``utils`` is imported.
+
+Both leave every result unchanged (bit for bit for the allocator; float32 rounding for the
+kernels) and neither slows NumPy. Set ``FER_HOST_TUNING=0`` to leave the process as it was
+(the benchmark does, to measure them). ``applied()`` says what was set.
+
+- XLA's CPU kernels. This jaxlib routes every f32 matmul and convolution through its new YNN
+  kernels by default; on the 2-core AMD EPYC they ran at 20-50 % of the classic (Eigen)
+  kernels for convolutions and their gradients (the weight gradient worst), and matmul was
+  erratic (100-180 GFLOP/s against a steady 200). ``--xla_cpu_experimental_ynn_fusion_type=``
+  (an empty list) brings back the classic kernels. XLA reads its flags once, when JAX starts
+  its CPU backend, so this must run before the first computation; an unknown flag aborts the
+  process, so it is only set on the jaxlib series it was measured on.
+- glibc's allocator. XLA frees its temporaries after every step, and glibc hands any block
+  over 32 MiB back to the kernel at once, so every step page-faulted its whole working set
+  in again (about 230,000 faults, 0.9 GiB, per training step of net A at batch 128; a 75 MiB
+  elementwise op took 40 ms instead of 7). Keeping freed memory in the heap (one arena, no
+  mmap, no trimming) reuses it: the process keeps its peak working set (as it would anyway
+  from the second step on) instead of returning it between steps.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+# The jaxlib series whose XLA knows the flag (and defaults to the kernels it switches off).
+_KERNEL_FLAG_SERIES = ("0.10",)
+_KERNEL_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+_applied: list[str] = []
+_xla_flags_before = os.environ.get("XLA_FLAGS")
+
+
+def applied() -> list[str]:
+    """The settings this process got, in words (empty when none)."""
+    return list(_applied)
+
+
+def untuned_environment() -> dict[str, str]:
+    """This process's environment as it was before, for child processes run without tuning."""
+    environment = dict(os.environ, FER_HOST_TUNING="0")
+    environment.pop("XLA_FLAGS", None)
+    if _xla_flags_before is not None:
+        environment["XLA_FLAGS"] = _xla_flags_before
+    return environment
+
+
+def _jaxlib_series() -> str | None:
+    try:
+        from jaxlib import version
+    except ImportError:
+        return None
+    return ".".join(version.__version__.split(".")[:2])
+
+
+def _use_classic_xla_kernels() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" not in flags:  # else the researcher chose
+        if _jaxlib_series() not in _KERNEL_FLAG_SERIES:
+            return
+        flags = os.environ["XLA_FLAGS"] = f"{flags} {_KERNEL_FLAG}".strip()
+    if _KERNEL_FLAG in flags.split():  # set here, or inherited from a tuned parent process
+        _applied.append(f"XLA_FLAGS {_KERNEL_FLAG} (classic Eigen CPU kernels)")
+
+
+def _keep_freed_memory() -> None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    # Arena limit first: threads created from now on (XLA's) share the main heap.
+    if (libc.mallopt(_M_ARENA_MAX, 1) and libc.mallopt(_M_MMAP_MAX, 0)
+            and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)):
+        _applied.append("glibc malloc: one arena, no mmap, no trimming (freed memory reused)")
+
+
+if os.environ.get("FER_HOST_TUNING", "1") != "0":
+    _use_classic_xla_kernels()
+    _keep_freed_memory()
