@@ -1,0 +1,61 @@
+"""The benchmark tool end to end in quick mode (tiny shapes); no timing is asserted."""
+import importlib.util
+import json
+
+import pytest
+
+from loaders.sample import ensure_sample_dataset
+from utils import benchmark
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
+    peers = ["flax", "torch"] if HAS_TORCH else ["flax"]
+    dataset = ensure_sample_dataset("mirror", tmp_path)
+    out = tmp_path / "bench.json"
+    code = benchmark.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
+                           "--quick", "--peers", *peers, "--json", str(out),
+                           "--pipeline-network", "mlp", "--dataset", str(dataset),
+                           "--pipeline-batches", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| mlp | 8 |" in printed and "input pipeline" in printed
+
+    report = json.loads(out.read_text())
+    assert set(report) == {"command", "device", "host_tuning", "settings",
+                           "matmul_peak_gflops", "results", "input_pipeline"}
+    assert report["device"]["platform"] in ("cpu", "gpu") and report["device"]["name"]
+    assert report["matmul_peak_gflops"] > 0
+    (result,) = report["results"]
+    assert result["network"] == "mlp" and result["batch_size"] == 8
+    assert result["params"] == 16 * 16 * 1024 + 2 * 1024 + 1024 * 7 + 7
+    assert result["flops_per_image"] == {"forward": 2 * (256 * 1024 + 1024 * 7),
+                                         "train": 2 * (2 * 256 * 1024 + 3 * 1024 * 7)}
+    for kind in ("ours", *peers):
+        figures = result["implementations"][kind]
+        assert figures["params"] == result["params"]  # the peers are the same network
+        for key in ("compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
+                    "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak"):
+            assert figures[key] > 0, (kind, key)
+        assert figures["memory"]["process_peak_rss_bytes"] > 0
+    assert result["implementations"]["ours"]["memory"]["train_step_bytes"] > 0
+    assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
+
+    pipeline = report["input_pipeline"]
+    assert pipeline["batches_per_epoch"] == 2 and pipeline["im_dim"] == [48, 48]
+    for key in ("resident_img_s", "streamed_img_s", "loader_img_s"):
+        assert pipeline[key] > 0
+    assert {"streaming_cost_pct", "loader_share_of_step_pct"} <= set(pipeline)
+
+
+def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
+    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)
+    assert benchmark._available_peers(["torch"]) == {"torch": "torch is not installed"}
+
+
+@pytest.mark.parametrize("argv", [["--rounds", "0"], ["--batch-sizes", "0"],
+                                  ["--peers", "jax"]])
+def test_bad_options_are_refused(argv):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(argv)
