@@ -11,7 +11,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
-    peers = ["flax", "torch"] if HAS_TORCH else ["flax"]
+    peers = ["flax", "torch", "torch_cl"] if HAS_TORCH else ["flax"]
     dataset = ensure_sample_dataset("mirror", tmp_path)
     out = tmp_path / "bench.json"
     code = benchmark.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",

@@ -11,8 +11,9 @@ dropout), inference images/s (``Steps.eval``), each as a share of the float32 ma
 peak measured in the same run, and memory: the compiled step's working set (XLA's buffer
 assignment: arguments + results + temporaries - donated) and each process's peak resident
 memory (on GPU: the device's peak bytes in use). The same network written with flax.linen
-and, when installed, PyTorch (``utils.peers``) runs on the same batch of the same data with
-SGD, and our ratio to each is printed. The input pipeline is measured too: one network
+and, when installed, PyTorch (``utils.peers``; twice: NCHW, its default, and channels_last,
+its advice for conv nets on CPU) runs on the same batch of the same data with SGD, and our
+ratio to each is printed. The input pipeline is measured too: one network
 trained from the HDF5 file (streamed by ``loaders.batches.BatchLoader``) against the same
 batches held in device memory (``shared=True``), and the loader alone.
 
@@ -26,10 +27,10 @@ the product's process settings (``utils.host_tuning``) unless ``--host-tuning of
 
 JSON (``--json``): {"command", "device", "host_tuning", "settings", "matmul_peak_gflops",
 "results": [{"network", "batch_size", "im_dim", "params", "thesis_conv_params",
-"flops_per_image": {"forward", "train"}, "implementations": {"ours" | "flax" | "torch":
-{"params", "compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
+"flops_per_image": {"forward", "train"}, "implementations": {"ours" | "flax" | "torch" |
+"torch_cl": {"params", "compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
 "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak", "memory": {...}} or
-{"error"}}, "ratios": {"train_vs_flax", "eval_vs_flax", "train_vs_torch", "eval_vs_torch"}}],
+{"error"}}, "ratios": {"train_vs_<peer>", "eval_vs_<peer>" for each peer measured}}],
 "input_pipeline": {"network", "batch_size", "dataset", "split", "batches_per_epoch",
 "resident_img_s", "streamed_img_s", "loader_img_s", "streaming_cost_pct",
 "loader_share_of_step_pct"} or null}.
@@ -49,7 +50,7 @@ import sys
 import time
 import traceback
 
-PEERS = ("flax", "torch")
+PEERS = ("flax", "torch", "torch_cl")  # torch_cl: PyTorch with channels_last activations
 MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}
 SEED = 0
 
@@ -232,9 +233,10 @@ class TorchWorker:
 
         device = "cuda" if config["platform"] == "gpu" and torch.cuda.is_available() else "cpu"
         spec = peer_spec(get_network(config["network"], im_dim=list(config["im_dim"])))
-        self.steps = TorchSteps(spec, device=device, seed=SEED)
+        self.steps = TorchSteps(spec, device=device, seed=SEED,
+                                channels_last=config["channels_last"])
         x, y = _batch_arrays(config["batch_size"], config["im_dim"])
-        self.x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)  # NCHW
+        self.x = self.steps.input(x)
         self.y = torch.from_numpy(y).long().to(device)
         started = time.perf_counter()
         self.train(1)  # eager: the first step (kernel selection, allocations) as its "compile"
@@ -317,7 +319,7 @@ class PipelineWorker:
 
 
 WORKERS = {"ours": OursWorker, "flax": FlaxWorker, "torch": TorchWorker,
-           "pipeline": PipelineWorker}
+           "torch_cl": TorchWorker, "pipeline": PipelineWorker}
 
 
 def _serve(connection, kind: str, config: dict) -> None:
@@ -373,7 +375,7 @@ class WorkerProcess:
 # ============================================================================================
 def _available_peers(requested) -> dict[str, str | None]:
     """peer -> None if it can run, else why not."""
-    modules = {"flax": "flax", "torch": "torch"}
+    modules = {"flax": "flax", "torch": "torch", "torch_cl": "torch"}
     return {peer: None if importlib.util.find_spec(modules[peer]) else
             f"{modules[peer]} is not installed" for peer in requested}
 
@@ -405,7 +407,8 @@ def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, step
                 continue
             log(f"  {name} @ {batch_size}: {peer}: compiling")
             try:
-                workers[peer] = WorkerProcess(peer, config)
+                workers[peer] = WorkerProcess(peer,
+                                              dict(config, channels_last=peer == "torch_cl"))
             except RuntimeError as error:
                 result["implementations"][peer] = {"error": str(error).strip()}
                 log(f"    {peer} failed: {str(error).splitlines()[0]}")
@@ -434,7 +437,7 @@ def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, step
                 "eval_img_s": eval_best, "eval_img_s_median": eval_median,
                 "memory": worker.call("memory_report"),
                 **{key: worker.info[key] for key in ("threads", "version", "device")
-                   if kind == "torch" and key in worker.info}}
+                   if kind.startswith("torch") and key in worker.info}}
     finally:
         for worker in workers.values():
             worker.stop()
@@ -569,7 +572,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128], metavar="B")
     parser.add_argument("--im-dim", nargs=2, type=int, default=[48, 48], metavar=("H", "W"))
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS),
-                        help="peer implementations (default: flax torch; none: --peers)")
+                        help="peer implementations: flax.linen, PyTorch (NCHW, its default), "
+                             "PyTorch with channels_last activations (default: all three; "
+                             "none: --peers alone)")
     parser.add_argument("--rounds", type=int, help="timing rounds (default 5; quick: 1)")
     parser.add_argument("--steps", type=int,
                         help="training steps per round (default 5; quick: 2); inference "
