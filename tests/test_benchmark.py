@@ -17,14 +17,15 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     code = benchmark.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
                            "--quick", "--peers", *peers, "--json", str(out),
                            "--pipeline-network", "mlp", "--dataset", str(dataset),
-                           "--pipeline-batches", "2"])
+                           "--pipeline-batches", "2", "--devices", "1", "2", "3"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| mlp | 8 |" in printed and "input pipeline" in printed
 
     report = json.loads(out.read_text())
     assert set(report) == {"command", "device", "host_tuning", "settings",
-                           "matmul_peak_gflops", "results", "input_pipeline"}
+                           "matmul_peak_gflops", "results", "input_pipeline",
+                           "device_scaling"}
     assert report["device"]["platform"] in ("cpu", "gpu") and report["device"]["name"]
     assert report["matmul_peak_gflops"] > 0
     (result,) = report["results"]
@@ -48,6 +49,17 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
         assert pipeline[key] > 0
     assert {"streaming_cost_pct", "loader_share_of_step_pct"} <= set(pipeline)
 
+    # Throughput per device count (forced CPU devices here); 8 images do not split across 3.
+    scaling = report["device_scaling"]
+    assert scaling["network"] == "mlp" and scaling["batch_size"] == 8
+    one, two, three = scaling["rows"]
+    assert (one["devices"], two["devices"], three["devices"]) == (1, 2, 3)
+    assert one["train_scaling"] == 1.0 and one["eval_scaling"] == 1.0
+    assert two["train_img_s"] > 0 and two["eval_img_s"] > 0
+    assert two["train_scaling"] == two["train_img_s"] / one["train_img_s"]
+    assert "batch_size=8 does not split evenly across 3 devices" in three["error"]
+    assert "| 3 | " in printed and "devices (mlp @ 8" in printed
+
 
 def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
     monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)
@@ -55,7 +67,7 @@ def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--batch-sizes", "0"],
-                                  ["--peers", "jax"]])
+                                  ["--peers", "jax"], ["--devices", "0"]])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
         benchmark.parse_args(argv)

@@ -3,6 +3,7 @@
     python -m utils.benchmark --networks A B C D mlp --batch-sizes 128 --im-dim 48 48 \\
         --json benchmark.json
     python -m utils.benchmark --quick            # fewer, shorter rounds (a smoke test)
+    python -m utils.benchmark --devices 1 2 4    # also: the batch split across devices
 
 For every network and batch size it reports the true parameter count, FLOPs per image
 (``utils.flops``: forward, and forward + backward), the compile time, training images/s (the
@@ -33,7 +34,9 @@ JSON (``--json``): {"command", "device", "host_tuning", "settings", "matmul_peak
 {"error"}}, "ratios": {"train_vs_<peer>", "eval_vs_<peer>" for each peer measured}}],
 "input_pipeline": {"network", "batch_size", "dataset", "split", "batches_per_epoch",
 "resident_img_s", "streamed_img_s", "loader_img_s", "streaming_cost_pct",
-"loader_share_of_step_pct"} or null}.
+"loader_share_of_step_pct"} or null, "device_scaling": {"network", "batch_size",
+"im_dim", "rows": [{"devices", "train_img_s", "eval_img_s", "train_scaling",
+"eval_scaling", "platform"} or {"devices", "error"}]} or null}.
 """
 from __future__ import annotations
 
@@ -147,7 +150,15 @@ class OursWorker(_JaxWorker):
         self.steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1))
         self.state = self.steps.init_state(SEED, SEED + 1)
         x, y = _batch_arrays(config["batch_size"], config["im_dim"])
-        self.x, self.y = jax.device_put(x), jax.device_put(y)
+        if config.get("devices"):  # the launcher's data parallelism over this many devices
+            from utils.parallel import data_parallel
+
+            parallel = data_parallel(config["devices"], config["batch_size"])
+            self.state = parallel.replicate(self.state)
+            self.x, self.y = (jax.device_put(x, parallel.batch),
+                              jax.device_put(y, parallel.batch))
+        else:
+            self.x, self.y = jax.device_put(x), jax.device_put(y)
         self.train_fn, self.eval_fn = self.steps.train, self.steps.eval
         self._finish_setup((self.state, self.x, self.y),
                            (self.state.params, self.state.bn_state, self.x))
@@ -325,6 +336,10 @@ WORKERS = {"ours": OursWorker, "flax": FlaxWorker, "torch": TorchWorker,
 def _serve(connection, kind: str, config: dict) -> None:
     """Worker process: build ``kind``, then answer (method, argument) calls until 'stop'."""
     try:
+        if config.get("force_host_devices"):  # before JAX starts: CPU devices to spread over
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       f" --xla_force_host_platform_device_count="
+                                       f"{config['force_host_devices']}").strip()
         worker = WORKERS[kind](config)
         connection.send(("ok", worker.info))
         while True:
@@ -472,6 +487,45 @@ def measure_pipeline(name: str, batch_size: int, dataset: str, split: str,
             "loader_share_of_step_pct": 100.0 * resident / loader}
 
 
+def measure_device_scaling(name: str, batch_size: int, im_dim, counts, rounds: int,
+                           steps: int, log) -> dict:
+    """Our training and inference on 1, 2, ... devices (the launcher's data parallelism), in
+    interleaved rounds. On a CPU, counts beyond one are forced host devices sharing the same
+    cores: the figures then show the cost of the sharding, not a speed-up."""
+    config = {"network": name, "batch_size": batch_size, "im_dim": list(im_dim)}
+    workers, rows = {}, {}
+    try:
+        for count in counts:
+            log(f"  devices: {name} @ {batch_size} on {count} device(s): compiling")
+            try:
+                workers[count] = WorkerProcess("ours", dict(config, devices=count,
+                                                            force_host_devices=max(counts)))
+            except RuntimeError as error:
+                rows[count] = {"devices": count, "error": str(error).strip()}
+        times = {count: {"train": [], "eval": []} for count in workers}
+        for number in range(rounds):
+            log(f"  devices: round {number + 1}/{rounds}")
+            for count, worker in workers.items():
+                times[count]["train"].append(worker.call("train", steps))
+                times[count]["eval"].append(worker.call("eval", 3 * steps))
+        for count, worker in workers.items():
+            train, _ = _throughput(times[count]["train"], steps * batch_size)
+            infer, _ = _throughput(times[count]["eval"], 3 * steps * batch_size)
+            rows[count] = {"devices": count, "train_img_s": train, "eval_img_s": infer,
+                           "platform": worker.info["device"]["platform"]}
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    table = [rows[count] for count in counts]
+    base = next((row for row in table if row["devices"] == min(counts) and "error" not in row),
+                None)
+    for row in table:
+        if base and "error" not in row:
+            row["train_scaling"] = row["train_img_s"] / base["train_img_s"]
+            row["eval_scaling"] = row["eval_img_s"] / base["eval_img_s"]
+    return {"network": name, "batch_size": batch_size, "im_dim": list(im_dim), "rows": table}
+
+
 def add_derived_figures(results: list[dict], peak_gflops: float) -> None:
     """Shares of the matmul peak and our ratios to the peers."""
     for result in results:
@@ -557,6 +611,20 @@ def format_report(report: dict) -> str:
                       f"streamed from HDF5 (cost {pipeline['streaming_cost_pct']:.1f} %); "
                       f"the loader alone delivers {pipeline['loader_img_s']:.0f} img/s "
                       f"({pipeline['loader_share_of_step_pct']:.1f} % of a step's time)"]
+    scaling = report.get("device_scaling")
+    if scaling:
+        lines += ["", f"devices ({scaling['network']} @ {scaling['batch_size']}, the global "
+                      f"batch split across them):",
+                  "| devices | train img/s | x | infer img/s | x |", "|---|---|---|---|---|"]
+        for row in scaling["rows"]:
+            if "error" in row:
+                lines.append(f"| {row['devices']} | {row['error'].splitlines()[0]} | | | |")
+            else:
+                lines.append(f"| {row['devices']} | {row['train_img_s']:.1f} | "
+                             f"{row.get('train_scaling', 1):.2f} | {row['eval_img_s']:.1f} | "
+                             f"{row.get('eval_scaling', 1):.2f} |")
+        if any(row.get("platform") == "cpu" for row in scaling["rows"]):
+            lines.append("(CPU: the devices are forced host devices sharing the same cores)")
     return "\n".join(lines)
 
 
@@ -593,6 +661,10 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="train", help="its split (default: train)")
     parser.add_argument("--pipeline-batches", type=int, metavar="N",
                         help="batches per measured epoch (default: the whole split)")
+    parser.add_argument("--devices", nargs="+", type=int, metavar="N",
+                        help="also measure our training and inference with the batch split "
+                             "across each of these device counts (first network and batch "
+                             "size; on a CPU, forced host devices: e.g. --devices 1 2 4)")
     parser.add_argument("--host-tuning", choices=("on", "off"), default="on",
                         help="the product's process settings (utils.host_tuning) in the "
                              "workers (default: on)")
@@ -604,6 +676,8 @@ def parse_args(argv=None):
     for name in ("rounds", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.devices and min(args.devices) < 1:
+        parser.error("--devices counts must be at least 1")
     if any(b < 1 for b in args.batch_sizes) or any(d < 1 for d in args.im_dim):
         parser.error("batch sizes and image sizes must be positive")
     return args
@@ -644,13 +718,18 @@ def run(args, log=print) -> dict:
                                         args.pipeline_batches, max(args.rounds, 2), log)
         except RuntimeError as error:
             pipeline = {"error": str(error).strip()}
+    scaling = None
+    if args.devices:
+        scaling = measure_device_scaling(args.networks[0], args.batch_sizes[0], args.im_dim,
+                                         sorted(set(args.devices)), args.rounds, args.steps,
+                                         log)
     return {"command": "python -m utils.benchmark " + shlex.join(args.argv),
             "device": device, "host_tuning": tuning,
             "settings": {"rounds": args.rounds, "steps": args.steps,
                          "eval_batches": 3 * args.steps, "quick": args.quick,
                          "matmul_size": matmul, "host_tuning": args.host_tuning},
             "matmul_peak_gflops": peak_gflops, "results": results,
-            "input_pipeline": pipeline}
+            "input_pipeline": pipeline, "device_scaling": scaling}
 
 
 def main(argv=None) -> int:
