@@ -1,0 +1,392 @@
+"""utils.predict on real faces: collages of upscaled FER2013 sample faces, folders, a video, and
+every kind of bad input. The shipped default model classifies; one compiled copy is shared."""
+from __future__ import annotations
+
+import csv
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from loaders.augment import get_variant
+from loaders.batches import scale_pixels
+from loaders.sample import SAMPLE_CSV
+from loaders.sources import CLASS_NAMES, read_csv
+from utils import model_io
+from utils.faces import FaceDetector, crop_faces
+from utils.networks import get_network
+from utils.predict import DEFAULT_MODEL, EmotionModel, main
+
+# Sample rows whose face the cascade finds alone as one box covering the 48x48 image (IoU >=
+# 0.9 when upscaled 4x on a plain background, checked once over the whole sample): one per class,
+# then a second happy face.
+COLLAGE_FACES = (123, 13, 20, 14, 11, 3, 107, 34)
+UPSCALE = 4  # 48 -> 192 pixels, INTER_CUBIC
+GAP = 40  # plain background between and around the faces
+BACKGROUND = 200
+# A detection belongs to a face when their boxes overlap with IoU >= this (the cascade's box
+# steps by its 1.1 scale factor, so it never lands exactly on the face's square).
+MIN_IOU = 0.8
+# The detected crop is the face resampled from a box a few pixels off the original square (a
+# pixel or so at 48x48), and the network is not blind to such shifts: each face's probabilities
+# may differ from the original 48x48 image's by up to this much, by this much on average.
+MAX_PROBABILITY_DIFFERENCE = 0.35
+MEAN_PROBABILITY_DIFFERENCE = 0.15
+# Where the original's two highest probabilities are at least this far apart, the crop must
+# get the same label; closer than that, resampling may rightly tip the balance.
+CLEAR_MARGIN = 0.2
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return read_csv(SAMPLE_CSV)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return EmotionModel(DEFAULT_MODEL)
+
+
+def collage(faces: np.ndarray, columns: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """BGR image of the faces upscaled in a grid on a plain background, and their boxes."""
+    side = 48 * UPSCALE
+    rows = -(-len(faces) // columns)
+    image = np.full((GAP + rows * (side + GAP), GAP + min(len(faces), columns) * (side + GAP), 3),
+                    BACKGROUND, np.uint8)
+    boxes = []
+    for index, face in enumerate(faces):
+        row, column = divmod(index, columns)
+        x, y = GAP + column * (side + GAP), GAP + row * (side + GAP)
+        big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+        image[y:y + side, x:x + side] = big[..., None]
+        boxes.append((x, y, side, side))
+    return image, np.array(boxes)
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    overlap_x = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    overlap_y = max(0, min(ay + ah, by + bh) - max(ay, by))
+    overlap = overlap_x * overlap_y
+    return overlap / (aw * ah + bw * bh - overlap)
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def probabilities_of(rows: list[dict]) -> np.ndarray:
+    return np.array([[float(row[f"p_{name}"]) for name in CLASS_NAMES] for row in rows])
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_png(path, image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+# ---- detection and classification of real faces ----------------------------------------------
+def test_the_detector_finds_each_collage_face_once_where_it_is(sample):
+    faces = sample.images[list(COLLAGE_FACES)]
+    image, truth = collage(faces)
+    found = FaceDetector().detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    assert len(found) == len(truth)
+    # Reading order: the i-th detection is the i-th face of the grid.
+    assert all(iou(box, face) >= MIN_IOU for box, face in zip(found, truth))
+
+
+def test_collage_command_finds_classifies_and_draws_every_face(sample, model, tmp_path, capsys):
+    faces = sample.images[list(COLLAGE_FACES)]
+    image, truth = collage(faces)
+    write_png(tmp_path / "collage.png", image)
+    out = tmp_path / "out"
+    code, printed, _ = run(capsys, tmp_path / "collage.png", "--model", DEFAULT_MODEL,
+                           "--out", out)
+    assert code == 0
+    rows = read_rows(out / "faces.csv")
+    assert len(rows) == len(truth)
+    boxes = np.array([[int(row[k]) for k in "xywh"] for row in rows])
+    for face_index, face_box in enumerate(truth):
+        matches = [i for i, box in enumerate(boxes) if iou(box, face_box) >= MIN_IOU]
+        assert matches == [face_index]
+
+    crop_p = probabilities_of(rows)
+    original_p = model.probabilities(faces, augment=True)
+    difference = np.abs(crop_p - original_p).max(axis=1)
+    assert difference.max() <= MAX_PROBABILITY_DIFFERENCE
+    assert difference.mean() <= MEAN_PROBABILITY_DIFFERENCE
+    top_two = np.sort(original_p, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] >= CLEAR_MARGIN
+    assert clear.sum() >= 4  # the check below must not be vacuous
+    np.testing.assert_array_equal(crop_p.argmax(1)[clear], original_p.argmax(1)[clear])
+    assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in crop_p.argmax(1)]
+    np.testing.assert_allclose([float(row["probability"]) for row in rows], crop_p.max(1))
+
+    annotated = cv2.imread(str(out / "annotated" / "collage.png"))
+    assert annotated.shape == image.shape and not np.array_equal(annotated, image)
+    for index in range(1, len(truth) + 1):
+        chart = cv2.imread(str(out / "charts" / f"collage_face{index}.png"))
+        assert chart is not None and chart.shape[0] > 100
+    for row in rows:
+        assert f"face {row['face']} at x={row['x']} y={row['y']}" in printed
+        assert row["label"] in printed
+    assert (out / "summary.txt").read_text().splitlines()[1] in printed
+
+
+def test_plain_and_augmented_outputs_follow_the_models_test_views(sample, model):
+    faces = sample.images[list(COLLAGE_FACES)]
+    plain = np.asarray(model.network_outputs(scale_pixels(faces)))
+    mirrored = np.asarray(model.network_outputs(scale_pixels(faces[:, :, ::-1])))
+    np.testing.assert_allclose(model.logits(faces, augment=False), plain, atol=1e-5)
+    np.testing.assert_allclose(model.logits(faces, augment=True), (plain + mirrored) / 2,
+                               atol=1e-5)
+
+
+def test_no_detect_takes_each_image_as_one_face(sample, model, tmp_path, capsys):
+    faces = sample.images[list(COLLAGE_FACES[:3])]
+    for index, face in enumerate(faces):
+        write_png(tmp_path / "crops" / f"crop{index}.png", face)
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, tmp_path / "crops", "--out", out, "--no-detect", "--no-augment")
+    assert code == 0
+    rows = read_rows(out / "faces.csv")
+    assert [(row["source"], row["x"], row["w"]) for row in rows] == [
+        (f"crop{i}.png", "0", "48") for i in range(3)]
+    # A 48x48 crop is the network's input unchanged: the same probabilities to 6 decimals.
+    np.testing.assert_allclose(probabilities_of(rows), model.probabilities(faces, augment=False),
+                               atol=1e-6)
+
+
+# ---- folders and videos ----------------------------------------------------------------------
+def test_folder_run_counts_faces_and_lists_skipped_files(sample, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    picks = sample.images[list(COLLAGE_FACES)]
+    write_png(folder / "two.png", collage(picks[:2])[0])
+    write_png(folder / "sub" / "two.png", collage(picks[2:5])[0])  # same stem, 3 faces
+    assert cv2.imwrite(str(folder / "one.jpg"), collage(picks[5:6])[0],
+                       [cv2.IMWRITE_JPEG_QUALITY, 95])
+    write_png(folder / "blank.png", np.full((300, 400, 3), BACKGROUND, np.uint8))
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "broken.png").write_bytes((folder / "two.png").read_bytes()[:60])
+    write_png(folder / ".hidden.png", collage(picks[:1])[0])
+    out = tmp_path / "out"
+
+    code, printed, _ = run(capsys, folder, "--out", out)
+
+    assert code == 0
+    rows = read_rows(out / "faces.csv")
+    per_source = {source: sum(row["source"] == source for row in rows)
+                  for source in {row["source"] for row in rows}}
+    assert per_source == {"two.png": 2, "sub/two.png": 3, "one.jpg": 1}
+    counts = np.bincount([CLASS_NAMES.index(row["label"]) for row in rows], minlength=7)
+    table = read_rows(out / "frequencies.csv")
+    assert [row["emotion"] for row in table] == [*CLASS_NAMES, "TOTAL"]
+    assert [int(row["absolute"]) for row in table] == [*counts, 6]
+    np.testing.assert_allclose([float(row["relative_percent"]) for row in table[:7]],
+                               100 * counts / 6, atol=0.005)
+    assert {row["source"]: row["status"] for row in read_rows(out / "inputs.csv")} == {
+        "blank.png": "no face", "broken.png": "skipped", "notes.txt": "skipped",
+        "one.jpg": "faces", "sub/two.png": "faces", "two.png": "faces"}
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == [
+        "blank.png", "one.png", "two.png", "two_2.png"]
+    assert len(list((out / "charts").iterdir())) == 6
+    assert (out / "frequencies.png").stat().st_size > 0
+    assert "4 images analysed, 2 file(s) skipped, 6 faces found" in printed
+    assert "broken.png: not an image OpenCV can read" in printed
+    assert "notes.txt: not an image OpenCV can read" in printed
+    assert "no face found in 1 image(s): blank.png" in printed
+    assert f"  TOTAL {6:15d}" in printed
+    assert ".hidden" not in printed + (out / "inputs.csv").read_text()
+
+
+def write_video(path, faces, n_frames: int, blank_every: int, fps: float = 10.0) -> None:
+    """Frames showing faces[f % len(faces)] (upscaled), every blank_every-th frame empty."""
+    side = 48 * UPSCALE
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240))
+    assert writer.isOpened()
+    for frame in range(n_frames):
+        image = np.full((240, 320, 3), BACKGROUND, np.uint8)
+        if frame % blank_every != blank_every - 1:
+            big = cv2.resize(faces[frame % len(faces)], (side, side),
+                             interpolation=cv2.INTER_CUBIC)
+            image[24:24 + side, 64:64 + side] = big[..., None]
+        writer.write(image)
+    writer.release()
+
+
+def test_video_run_counts_the_faces_of_each_frame(sample, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    # 20 frames: more than utils.predict holds at once, so the stream is classified in parts.
+    write_video(video, sample.images[list(COLLAGE_FACES[:4])], n_frames=20, blank_every=4)
+    out = tmp_path / "out"
+
+    code, printed, _ = run(capsys, video, "--out", out)
+
+    assert code == 0
+    rows = read_rows(out / "faces.csv")
+    blank = [3, 7, 11, 15, 19]
+    with_face = [f for f in range(20) if f not in blank]
+    assert [int(row["frame"]) for row in rows] == with_face
+    assert [float(row["time_s"]) for row in rows] == [f / 10 for f in with_face]
+    # The same picture every 4th frame gets the same label.
+    labels = {int(row["frame"]): row["label"] for row in rows}
+    for first in (0, 1, 2):
+        assert len({labels[f] for f in range(first, 20, 4)}) == 1
+    table = read_rows(out / "frequencies.csv")
+    counts = np.bincount([CLASS_NAMES.index(label) for label in labels.values()], minlength=7)
+    assert [int(row["absolute"]) for row in table] == [*counts, 15]
+    assert "20 frames analysed, 15 faces found" in printed
+    assert "no face found in 5 frame(s): 3, 7, 11, 15, 19" in printed
+    assert not (out / "charts").exists()  # per-face charts are off for videos by default
+    annotated = cv2.VideoCapture(str(out / "annotated.mp4"))
+    n_frames = 0
+    while annotated.read()[0]:
+        n_frames += 1
+    annotated.release()
+    assert n_frames == 20
+
+    code, printed, _ = run(capsys, video, "--out", tmp_path / "every3", "--every", "3")
+    assert code == 0
+    assert [int(row["frame"]) for row in read_rows(tmp_path / "every3" / "faces.csv")] == [
+        0, 6, 9, 12, 18]
+    assert "7 frames analysed (one frame in 3), 5 faces found" in printed
+
+
+# ---- bad input -------------------------------------------------------------------------------
+def test_image_without_a_face_is_reported(tmp_path, capsys, monkeypatch):
+    write_png(tmp_path / "wall.png", np.full((240, 320, 3), 90, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    code, printed, _ = run(capsys, "wall.png")
+    assert code == 0
+    assert "1 image analysed, 0 faces found" in printed
+    assert "no face found in 1 image(s): wall.png" in printed
+    out = tmp_path / "predictions" / "wall"  # the default output folder
+    assert read_rows(out / "faces.csv") == []
+    assert (out / "annotated" / "wall.png").is_file()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.png", None, "no such file or folder"),
+    ("notes.png", b"just text\n", "not an image OpenCV can read"),
+    ("empty.png", b"", "not an image OpenCV can read"),
+    ("clip.mp4", b"not a video at all\n" * 10, "OpenCV cannot open this video"),
+    ("empty_folder", "folder", "the folder holds no files"),
+])
+def test_unusable_inputs_are_errors_naming_the_file(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    code, printed, error = run(capsys, path, "--out", tmp_path / "out")
+    assert code == 2 and printed == ""
+    assert error == f"error: {path}: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_detector_settings_and_frame_step_are_refused(tmp_path, capsys, sample):
+    write_png(tmp_path / "face.png", collage(sample.images[:1])[0])
+    code, _, error = run(capsys, tmp_path / "face.png", "--scale-factor", "1.0")
+    assert code == 2 and error.startswith("error: scale factor must be > 1")
+    code, _, error = run(capsys, tmp_path / "face.png", "--every", "0")
+    assert code == 2 and error == "error: --every must be at least 1, got 0\n"
+
+
+def resaved_model(tmp_path, change=lambda header: None, format_version=None) -> str:
+    """The default model's file re-saved after change(header) edited its header, and under
+    another format version if one is given."""
+    header, payload = model_io.load(DEFAULT_MODEL, model_io.MODEL_FORMAT)
+    change(header)
+    path = tmp_path / "changed.msgpack"
+    with pytest.MonkeyPatch.context() as patch:
+        if format_version is not None:
+            patch.setattr(model_io, "FORMAT_VERSION", format_version)
+        model_io.save(path, model_io.MODEL_FORMAT, header,
+                      {"params": payload["params"], "bn_state": payload["bn_state"]})
+    return str(path)
+
+
+def test_unusable_models_are_clear_errors(tmp_path, capsys, sample):
+    image = tmp_path / "face.png"
+    write_png(image, collage(sample.images[:1])[0])
+
+    def refused(model_path) -> str:
+        code, printed, error = run(capsys, image, "--model", model_path, "--out",
+                                   tmp_path / "out")
+        assert code == 2 and printed == "" and not (tmp_path / "out").exists()
+        return error
+
+    other_network = resaved_model(tmp_path, lambda h: h["config"].update(network="A"))
+    assert refused(other_network) == (
+        f"error: {other_network}: params['0']['beta'] has shape (32,) but the network expects "
+        f"(64,): a different architecture or configuration\n")
+
+    wider = resaved_model(tmp_path, lambda h: h["network_options"].update(n_hidden=[100]))
+    assert "a different architecture or configuration" in refused(wider)
+
+    future = resaved_model(tmp_path, format_version=99)
+    assert refused(future) == (f"error: {future}: fer-jax model format version 99 but this "
+                               f"code reads version 1; retrain or use the matching code "
+                               f"version\n")
+
+    not_a_model = tmp_path / "weights.h5"
+    not_a_model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    assert refused(not_a_model).startswith(f"error: {not_a_model}: not a fer-jax model file")
+    assert refused(tmp_path / "nowhere") == f"error: {tmp_path / 'nowhere'}: no such file\n"
+
+
+def variant_model(tmp_path, variant: str, im_dim: int) -> str:
+    """A model file of network S (random weights) as the launcher saves one trained on
+    `variant`."""
+    network = get_network("S", im_dim=[im_dim, im_dim], n_hidden=[16])
+    params, bn_state = network.init(jax.random.key(1))
+    header = {"config": {"network": "S", "im_dim": [im_dim, im_dim]}, "network": "S",
+              "network_options": network.options, "class_names": list(CLASS_NAMES),
+              "dataset_variant": variant}
+    path = tmp_path / f"{variant}.msgpack"
+    model_io.save(path, model_io.MODEL_FORMAT, header, {"params": params, "bn_state": bn_state})
+    return str(path)
+
+
+@pytest.mark.parametrize("variant, im_dim, n_views", [
+    ("raw", 48, 2), ("crop5", 44, 10), ("variant14", 42, 14)])
+def test_models_of_other_variants_see_their_datasets_views(sample, tmp_path, variant, im_dim,
+                                                           n_views):
+    model = EmotionModel(variant_model(tmp_path, variant, im_dim))
+    faces = sample.images[list(COLLAGE_FACES[:3])]
+    # raw has no test-time views of its own: image + mirror stand in.
+    views = get_variant("mirror" if variant == "raw" else variant).augment(faces)
+    assert views.shape == (3, n_views, im_dim, im_dim)
+    per_view = np.stack([np.asarray(model.network_outputs(scale_pixels(views[:, v])))
+                         for v in range(n_views)], axis=1)
+    np.testing.assert_allclose(model.logits(faces, augment=True), per_view.mean(axis=1),
+                               atol=1e-5)
+    np.testing.assert_allclose(model.logits(faces, augment=False), per_view[:, 0], atol=1e-5)
+
+
+def test_a_model_whose_size_contradicts_its_variant_is_refused(tmp_path):
+    path = variant_model(tmp_path, "crop5", 44)
+    header, payload = model_io.load(path, model_io.MODEL_FORMAT)
+    model_io.save(path, model_io.MODEL_FORMAT, {**header, "dataset_variant": "mirror"},
+                  {"params": payload["params"], "bn_state": payload["bn_state"]})
+    with pytest.raises(model_io.ModelFileError, match="trained on 44x44 images, but its "
+                       "dataset variant 'mirror' makes 48x48 ones"):
+        EmotionModel(path)
+
+
+def test_crops_are_the_boxes_resized_to_48(sample):
+    face = sample.images[0]
+    image = np.zeros((300, 300), np.uint8)
+    image[10:10 + 96, 20:20 + 96] = cv2.resize(face, (96, 96), interpolation=cv2.INTER_NEAREST)
+    crop = crop_faces(image, np.array([[20, 10, 96, 96]]))
+    assert crop.shape == (1, 48, 48)
+    # INTER_AREA halving averages each 2x2 block: pixel-replicated faces come back exactly.
+    np.testing.assert_array_equal(crop[0], face)
