@@ -65,6 +65,15 @@ def test_help_lists_every_keyword_with_its_default(capsys):
     assert help_text() in out
 
 
+def test_the_built_in_sample_runs_fewer_epochs_unless_told_otherwise():
+    on_sample, on_file = resolve({}), resolve({"dataset": "datasets/x.h5"})
+    assert (on_sample["n_epochs"], on_sample["anneal_epochs"]) == (6, 4)
+    assert (on_file["n_epochs"], on_file["anneal_epochs"]) == (10, 10)  # the thesis's
+    assert resolve({"n_epochs": 3})["n_epochs"] == 3 and resolve({"n_epochs": 3})[
+        "anneal_epochs"] == 4
+    assert "(10; 6 on the built-in sample) epochs of the entropy-point search" in help_text()
+
+
 @pytest.mark.parametrize("keywords,message", [
     ({"learning_rat": 0.1}, r"unknown keyword 'learning_rat' \(did you mean 'learning_rate'\?\)"),
     ({"p_dropconv": [0.1]}, r"unknown keyword 'p_dropconv' \(did you mean 'p_dropConv'\?\)"),
