@@ -35,8 +35,9 @@ JSON (``--json``): {"command", "device", "host_tuning", "settings", "matmul_peak
 "input_pipeline": {"network", "batch_size", "dataset", "split", "batches_per_epoch",
 "resident_img_s", "streamed_img_s", "loader_img_s", "streaming_cost_pct",
 "loader_share_of_step_pct"} or null, "device_scaling": {"network", "batch_size",
-"im_dim", "rows": [{"devices", "train_img_s", "eval_img_s", "train_scaling",
-"eval_scaling", "platform"} or {"devices", "error"}]} or null}.
+"im_dim", "rows": [{"devices", "train_img_s", "train_img_s_median", "eval_img_s",
+"eval_img_s_median", "train_scaling", "eval_scaling", "platform"} or {"devices", "error"}]}
+or null}.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ import traceback
 
 PEERS = ("flax", "torch", "torch_cl")  # torch_cl: PyTorch with channels_last activations
 MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}
+EVAL_BATCHES_PER_STEP = 3  # a round times this many inference batches per training step
 SEED = 0
 
 
@@ -400,6 +402,21 @@ def _throughput(seconds: list[float], images: int) -> tuple[float, float]:
     return images / min(seconds), images / statistics.median(seconds)
 
 
+def _time_round(worker, times: dict, steps: int) -> None:
+    """One round of a worker: ``steps`` training steps, then 3x as many inference batches."""
+    times["train"].append(worker.call("train", steps))
+    times["eval"].append(worker.call("eval", EVAL_BATCHES_PER_STEP * steps))
+
+
+def _round_figures(times: dict, steps: int, batch_size: int) -> dict:
+    """Best and median training and inference images/s over the rounds of ``_time_round``."""
+    train_best, train_median = _throughput(times["train"], steps * batch_size)
+    eval_best, eval_median = _throughput(times["eval"],
+                                         EVAL_BATCHES_PER_STEP * steps * batch_size)
+    return {"train_img_s": train_best, "train_img_s_median": train_median,
+            "eval_img_s": eval_best, "eval_img_s_median": eval_median}
+
+
 def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, steps: int,
                     matmul_size: int | None, log) -> tuple[dict, list[float]]:
     """One network at one batch size: all implementations, interleaved rounds."""
@@ -428,13 +445,11 @@ def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, step
                 result["implementations"][peer] = {"error": str(error).strip()}
                 log(f"    {peer} failed: {str(error).splitlines()[0]}")
         times = {kind: {"train": [], "eval": []} for kind in workers}
-        eval_batches = 3 * steps
         for number in range(rounds):
             log(f"  {name} @ {batch_size}: round {number + 1}/{rounds}")
             for kind, worker in list(workers.items()):
                 try:
-                    times[kind]["train"].append(worker.call("train", steps))
-                    times[kind]["eval"].append(worker.call("eval", eval_batches))
+                    _time_round(worker, times[kind], steps)
                 except RuntimeError as error:
                     if kind == "ours":
                         raise
@@ -442,14 +457,10 @@ def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, step
                     workers.pop(kind).stop()
             peak_seconds.append(workers["ours"].call("matmul", 3))
         for kind, worker in workers.items():
-            train_best, train_median = _throughput(times[kind]["train"], steps * batch_size)
-            eval_best, eval_median = _throughput(times[kind]["eval"],
-                                                 eval_batches * batch_size)
             result["implementations"][kind] = {
                 "params": worker.info["params"], "compile_s": worker.info["compile_s"],
                 "eval_compile_s": worker.info.get("eval_compile_s"),
-                "train_img_s": train_best, "train_img_s_median": train_median,
-                "eval_img_s": eval_best, "eval_img_s_median": eval_median,
+                **_round_figures(times[kind], steps, batch_size),
                 "memory": worker.call("memory_report"),
                 **{key: worker.info[key] for key in ("threads", "version", "device")
                    if kind.startswith("torch") and key in worker.info}}
@@ -506,19 +517,15 @@ def measure_device_scaling(name: str, batch_size: int, im_dim, counts, rounds: i
         for number in range(rounds):
             log(f"  devices: round {number + 1}/{rounds}")
             for count, worker in workers.items():
-                times[count]["train"].append(worker.call("train", steps))
-                times[count]["eval"].append(worker.call("eval", 3 * steps))
+                _time_round(worker, times[count], steps)
         for count, worker in workers.items():
-            train, _ = _throughput(times[count]["train"], steps * batch_size)
-            infer, _ = _throughput(times[count]["eval"], 3 * steps * batch_size)
-            rows[count] = {"devices": count, "train_img_s": train, "eval_img_s": infer,
+            rows[count] = {"devices": count, **_round_figures(times[count], steps, batch_size),
                            "platform": worker.info["device"]["platform"]}
     finally:
         for worker in workers.values():
             worker.stop()
-    table = [rows[count] for count in counts]
-    base = next((row for row in table if row["devices"] == min(counts) and "error" not in row),
-                None)
+    table = [rows[count] for count in sorted(counts)]
+    base = table[0] if "error" not in table[0] else None  # the smallest count
     for row in table:
         if base and "error" not in row:
             row["train_scaling"] = row["train_img_s"] / base["train_img_s"]
@@ -726,7 +733,8 @@ def run(args, log=print) -> dict:
     return {"command": "python -m utils.benchmark " + shlex.join(args.argv),
             "device": device, "host_tuning": tuning,
             "settings": {"rounds": args.rounds, "steps": args.steps,
-                         "eval_batches": 3 * args.steps, "quick": args.quick,
+                         "eval_batches": EVAL_BATCHES_PER_STEP * args.steps,
+                         "quick": args.quick,
                          "matmul_size": matmul, "host_tuning": args.host_tuning},
             "matmul_peak_gflops": peak_gflops, "results": results,
             "input_pipeline": pipeline, "device_scaling": scaling}
