@@ -36,14 +36,16 @@ from loaders.batches import BatchLoader
 from loaders.hdf5 import dataset_info, read_test_aug_source_index, read_usage
 from loaders.sample import ensure_sample_dataset
 from loaders.sources import DatasetError
-from utils import model_io
+from utils import host_tuning, model_io
 from utils.keywords import KeywordError, help_text, parse_command_line, resolve
 from utils.networks import get_network
 from utils.optim import make_optimizer, make_plateau, make_schedule
 from utils.parallel import data_parallel, host_copy, host_scalar
 from utils.records import (append_registry_row, code_version, plot_confusion, plot_costs,
                            write_history)
-from utils.training import Steps, cost_and_error, summed_variant_logits
+from utils.losses import cost_and_error
+from utils.training import Steps
+from utils.views import summed_view_logits
 
 # Keywords that manage the run rather than define it: they may differ when resuming.
 RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",
@@ -536,7 +538,7 @@ class Experiment:
         confusion_title = "plain test"
         if self.has_test_aug:
             aug_logits, _ = self._predict("test_aug")
-            summed = summed_variant_logits(aug_logits, read_test_aug_source_index(self.dataset),
+            summed = summed_view_logits(aug_logits, read_test_aug_source_index(self.dataset),
                                            len(labels))
             results.update(self._errors("aug_test", summed, labels, usage))
             predictions = summed.argmax(axis=1)
@@ -637,7 +639,11 @@ def start_distributed(config: dict) -> None:
 
 
 def run_experiment(**keywords) -> dict:
-    """Run one experiment from keyword arguments (see ``python run_experiment.py --help``)."""
+    """Run one experiment from keyword arguments (see ``python run_experiment.py --help``).
+
+    Applies ``utils.host_tuning`` to this process first (effective for XLA's kernels only if
+    JAX has not run anything yet)."""
+    host_tuning.apply()
     config = resolve(keywords)
     start_distributed(config)
     return Experiment(config).run()
@@ -652,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(help_text())
         return 0
+    host_tuning.apply()
     try:
         config = resolve(parse_command_line(argv))
         start_distributed(config)

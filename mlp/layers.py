@@ -1,7 +1,8 @@
-"""Fully connected layers: the hidden layer and the logistic-regression output."""
+"""Fully connected layers: the hidden layer and the logistic-regression output.
+
+The output's probabilities, cost and error rate are in ``utils.losses``."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from utils import rna
@@ -43,27 +44,3 @@ def logistic_regression(n_classes: int = 7) -> Layer:
         return rna.dense(x, params["w"]) + params["b"], state
 
     return Layer(init, apply, f"softmax {n_classes}")
-
-
-def p_y_given_x(logits):
-    return jax.nn.softmax(logits, axis=-1)
-
-
-def y_pred(logits):
-    return jnp.argmax(logits, axis=-1)
-
-
-def negative_log_likelihood(logits, y, weights=None):
-    """Mean -log p(y|x); ``weights`` (0/1 per row) masks padding rows out of the mean."""
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), y[:, None], axis=-1)[:, 0]
-    if weights is None:
-        return jnp.mean(nll)
-    return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def errors(logits, y, weights=None):
-    """Fraction of misclassified rows (the thesis's error rate)."""
-    wrong = (y_pred(logits) != y).astype(jnp.float32)
-    if weights is None:
-        return jnp.mean(wrong)
-    return jnp.sum(wrong * weights) / jnp.maximum(jnp.sum(weights), 1.0)

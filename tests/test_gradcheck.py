@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from convnets.networks import Conv, Pool, Residual, build_convnet
-from mlp.layers import negative_log_likelihood
 from utils import rna
+from utils.losses import negative_log_likelihood
 
 
 def test_gradients_match_central_differences_in_float64():

@@ -17,7 +17,8 @@ from loaders.sample import ensure_sample_dataset
 from utils import model_io
 from utils.keywords import KEYWORD_NAMES, KeywordError, help_text, parse_command_line, resolve
 from utils.networks import get_network
-from utils.training import Steps, summed_variant_logits
+from utils.training import Steps
+from utils.views import summed_view_logits
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_augmented_test_sums_pre_softmax_outputs_over_variants():
     expected = np.zeros((4, 7))
     for row, src in enumerate(source):
         expected[src] += logits[row]
-    np.testing.assert_allclose(summed_variant_logits(logits, source, 4), expected)
+    np.testing.assert_allclose(summed_view_logits(logits, source, 4), expected)
 
 
 def test_results_match_a_numpy_recomputation_from_the_saved_model(finished_run):

@@ -199,3 +199,23 @@ def test_l1_l2_penalty_counts_weights_only():
               "out": [{"w": jnp.array([3.0]), "b": jnp.array([11.0])}]}
     got = float(rna.l1_l2_penalty(params, 0.1, 0.01))
     assert got == pytest.approx(0.1 * (1 + 2 + 3) + 0.01 * (1 + 4 + 9))
+
+
+# ---- losses: one implementation on the device and on the host --------------------------------
+def test_losses_agree_on_device_and_host_and_match_numpy():
+    from utils import losses
+
+    logits = RNG.normal(0, 3, size=(9, 7)).astype(np.float32)
+    labels = RNG.integers(0, 7, size=9)
+    z = logits.astype(np.float64)
+    reference_log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(losses.log_softmax(logits), reference_log_p, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(losses.log_softmax(jnp.asarray(logits))),
+                               reference_log_p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses.softmax(logits).sum(axis=1), 1.0, rtol=1e-12)
+    cost, error = losses.cost_and_error(logits, labels)
+    assert cost == pytest.approx(-reference_log_p[np.arange(9), labels].mean(), rel=1e-12)
+    assert error == np.mean(logits.argmax(axis=1) != labels)
+    device_cost = losses.negative_log_likelihood(jnp.asarray(logits), jnp.asarray(labels))
+    assert float(device_cost) == pytest.approx(cost, rel=1e-5)
+    assert float(losses.errors(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(error)

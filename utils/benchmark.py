@@ -338,6 +338,9 @@ WORKERS = {"ours": OursWorker, "flax": FlaxWorker, "torch": TorchWorker,
 def _serve(connection, kind: str, config: dict) -> None:
     """Worker process: build ``kind``, then answer (method, argument) calls until 'stop'."""
     try:
+        from utils import host_tuning
+
+        host_tuning.apply()  # the product's settings (none when the coordinator said off)
         if config.get("force_host_devices"):  # before JAX starts: CPU devices to spread over
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                        f" --xla_force_host_platform_device_count="
@@ -696,6 +699,8 @@ def run(args, log=print) -> dict:
     if args.host_tuning == "off":  # the workers inherit this environment
         os.environ.clear()
         os.environ.update(host_tuning.untuned_environment())
+    else:
+        host_tuning.apply()
     # Several processes share one GPU: each takes memory as it needs it.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     peers = _available_peers(args.peers)

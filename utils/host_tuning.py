@@ -1,16 +1,21 @@
-"""Process-wide settings that speed up training on CPU hosts, applied when ``utils`` is imported.
+"""Process-wide settings that speed up training on CPU hosts, applied by the entry points.
 
-Both leave every result unchanged (bit for bit for the allocator; float32 rounding for the
-kernels) and neither slows NumPy. Set ``FER_HOST_TUNING=0`` to leave the process as it was
-(the benchmark does, to measure them). ``applied()`` says what was set.
+``apply()`` is called by the programs that train or benchmark (``python run_experiment.py``
+and ``run_experiment()``, ``python -m utils.benchmark`` and its workers, the test suite's
+conftest), before they start JAX's backend; importing this module (or ``utils``) changes
+nothing. A program of your own that trains calls ``utils.host_tuning.apply()`` first.
+Both settings leave every result unchanged (bit for bit for the allocator; float32 rounding
+for the kernels) and neither slows NumPy. Set ``FER_HOST_TUNING=0`` to make ``apply()`` leave
+the process as it was (the benchmark does, to measure them). ``applied()`` says what was set.
 
 - XLA's CPU kernels. This jaxlib routes every f32 matmul and convolution through its new YNN
   kernels by default; on the 2-core AMD EPYC they ran at 20-50 % of the classic (Eigen)
   kernels for convolutions and their gradients (the weight gradient worst), and matmul was
   erratic (100-180 GFLOP/s against a steady 200). ``--xla_cpu_experimental_ynn_fusion_type=``
   (an empty list) brings back the classic kernels. XLA reads its flags once, when JAX starts
-  its CPU backend, so this must run before the first computation; an unknown flag aborts the
-  process, so it is only set on the jaxlib series it was measured on.
+  its CPU backend, so ``apply()`` must run before the first computation (later, it only
+  reaches child processes); an unknown flag aborts the process, so it is only set on the
+  jaxlib series it was measured on.
 - glibc's allocator. XLA frees its temporaries after every step, and glibc hands any block
   over 32 MiB back to the kernel at once, so every step page-faulted its whole working set
   in again (about 230,000 faults, 0.9 GiB, per training step of net A at batch 128; a 75 MiB
@@ -32,7 +37,8 @@ _KERNEL_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 _applied: list[str] = []
-_xla_flags_before = os.environ.get("XLA_FLAGS")
+_called = False
+_xla_flags_before: str | None = None  # XLA_FLAGS as apply() found them
 
 
 def applied() -> list[str]:
@@ -43,9 +49,10 @@ def applied() -> list[str]:
 def untuned_environment() -> dict[str, str]:
     """This process's environment as it was before, for child processes run without tuning."""
     environment = dict(os.environ, FER_HOST_TUNING="0")
-    environment.pop("XLA_FLAGS", None)
-    if _xla_flags_before is not None:
-        environment["XLA_FLAGS"] = _xla_flags_before
+    if _called:
+        environment.pop("XLA_FLAGS", None)
+        if _xla_flags_before is not None:
+            environment["XLA_FLAGS"] = _xla_flags_before
     return environment
 
 
@@ -77,6 +84,12 @@ def _keep_freed_memory() -> None:
         _applied.append("glibc malloc: one arena, no mmap, no trimming (freed memory reused)")
 
 
-if os.environ.get("FER_HOST_TUNING", "1") != "0":
+def apply() -> list[str]:
+    """Apply both settings to this process (once; FER_HOST_TUNING=0: none); return applied()."""
+    global _called, _xla_flags_before
+    if _called or os.environ.get("FER_HOST_TUNING", "1") == "0":
+        return applied()
+    _called, _xla_flags_before = True, os.environ.get("XLA_FLAGS")
     _use_classic_xla_kernels()
     _keep_freed_memory()
+    return applied()

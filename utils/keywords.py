@@ -12,9 +12,10 @@ import ast
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from utils.networks import check_hidden_sizes
+from utils.network import check_hidden_sizes
 from utils.optim import OPTIMIZERS, SCHEDULES
-from utils.rna import closest_name, get_activation
+from utils.names import closest_name
+from utils.rna import get_activation
 
 
 class KeywordError(ValueError):

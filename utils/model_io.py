@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from utils.network import Network
+from utils.networks import get_network
 from utils.parallel import host_copy
 
 MODEL_FORMAT = "fer-jax model"
@@ -100,7 +102,7 @@ def restore_into(target, raw, path, what: str):
 
 
 class LoadedModel(NamedTuple):
-    network: object  # utils.networks.Network
+    network: Network
     params: object
     bn_state: object
     header: dict  # config, network options, class names, history, results, code version
@@ -108,8 +110,6 @@ class LoadedModel(NamedTuple):
 
 def load_model(path) -> LoadedModel:
     """A saved model (a model.msgpack or its run folder) with the network it was trained as."""
-    from utils.networks import get_network  # here: networks import nothing of this module
-
     header, trees = load(path, MODEL_FORMAT)
     try:
         network = get_network(header["config"]["network"], **header["network_options"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import optax
 
-from utils.rna import closest_name
+from utils.names import closest_name
 
 # name -> (optax constructor, fixed settings, the settings a researcher may change, defaults)
 OPTIMIZERS = {

@@ -37,7 +37,9 @@ from loaders.augment import get_variant
 from loaders.batches import scale_pixels
 from loaders.sources import IMAGE_SIZE, DatasetError
 from utils.faces import DetectorSettings, FaceDetector, FaceDetectorError, crop_faces
+from utils.losses import softmax
 from utils.model_io import ModelFileError, atomic_write, load_model
+from utils.views import mean_view_logits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = PROJECT_ROOT / "trained_models" / "default" / "model.msgpack"
@@ -95,7 +97,7 @@ class EmotionModel:
         return self._apply(self._params, self._bn_state, x)
 
     def logits(self, faces: np.ndarray, augment: bool) -> np.ndarray:
-        """float32 [N, classes] for uint8 48x48 faces [N, 48, 48]: the plain view's outputs,
+        """float64 [N, classes] for uint8 48x48 faces [N, 48, 48]: the plain view's outputs,
         or with ``augment`` their mean over the test-time views."""
         views = (self.test_views.augment(faces) if augment
                  else self.variant.test_view(faces)[:, None])
@@ -107,12 +109,10 @@ class EmotionModel:
                    for start in range(0, padded, BATCH_VIEWS)]
         n_classes = len(self.class_names)
         outputs = np.concatenate(outputs) if outputs else np.zeros((0, n_classes), np.float32)
-        return outputs[:n_faces * n_views].reshape(n_faces, n_views, n_classes).mean(axis=1)
+        return mean_view_logits(outputs[:n_faces * n_views], n_views)
 
     def probabilities(self, faces: np.ndarray, augment: bool) -> np.ndarray:
-        z = self.logits(faces, augment).astype(np.float64)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(self.logits(faces, augment))
 
 
 # ---------------------------------------------------------------------------------- inputs

@@ -10,7 +10,6 @@ training uses), not in forward mode (jax.jvp).
 """
 from __future__ import annotations
 
-import difflib
 import math
 from functools import partial
 from typing import Callable, NamedTuple
@@ -19,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from utils.names import closest_name
 
 BN_EPSILON = 1e-5
 
@@ -105,13 +106,6 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "leaky_relu": leaky_relu,
     "linear": linear,
 }
-
-
-def closest_name(name: str, valid) -> str:
-    """' (did you mean 'x'?)' for the valid name closest to ``name``, or '' if none is close."""
-    by_lower = {str(v).lower(): v for v in valid}
-    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
-    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
 def get_activation(spec) -> Activation:

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mlp.layers import errors, negative_log_likelihood
 from utils import rna
+from utils.losses import errors, negative_log_likelihood
 
 
 class TrainState(NamedTuple):
@@ -118,21 +118,3 @@ class Steps:
         if not states:
             raise ValueError("no training batches to compute batch-norm statistics from")
         return rna.population_statistics(states)
-
-
-def cost_and_error(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean negative log-likelihood and error rate, in float64 on the host."""
-    if len(labels) == 0:
-        return float("nan"), float("nan")
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    nll = -log_p[np.arange(len(labels)), labels].mean()
-    return float(nll), float((z.argmax(axis=1) != labels).mean())
-
-
-def summed_variant_logits(logits: np.ndarray, source_index: np.ndarray, n_sources: int):
-    """Augmented test: each source image's pre-softmax outputs summed over its variants."""
-    summed = np.zeros((n_sources, logits.shape[1]), np.float64)
-    np.add.at(summed, source_index, logits)
-    return summed

@@ -1,0 +1,38 @@
+"""Importing the product changes nothing in the process; entry points apply host tuning."""
+import os
+import subprocess
+import sys
+
+from launcher_support import PROJECT
+
+PRODUCT_MODULES = ["utils", "utils.rna", "utils.training", "utils.networks", "utils.keywords",
+                   "utils.model_io", "utils.records", "utils.predict", "utils.benchmark",
+                   "convnets.networks", "mlp.networks", "loaders.batches", "run_experiment"]
+
+
+def test_importing_the_product_leaves_xla_flags_and_the_environment_alone():
+    # Third-party libraries set variables of their own on import (OpenCV, JAX): import them
+    # first, so that what is compared is what our modules do.
+    code = ("import os, json, jax, cv2, h5py, optax, flax, matplotlib; before = dict(os.environ); "
+            + "; ".join(f"import {m}" for m in PRODUCT_MODULES)
+            + "; print(json.dumps([os.environ.get('XLA_FLAGS'), dict(os.environ) == before]))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=PROJECT, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[null, true]"
+
+
+def test_host_tuning_apply_sets_the_kernel_flag_once_and_can_be_declined():
+    code = ("import os; from utils import host_tuning; a = host_tuning.apply(); "
+            "b = host_tuning.apply(); print(repr(os.environ.get('XLA_FLAGS')), len(a) == len(b))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=PROJECT, env=env, timeout=120)
+    declined = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=PROJECT, env=dict(env, FER_HOST_TUNING="0"), timeout=120)
+    import jaxlib.version
+
+    if jaxlib.version.__version__.startswith("0.10."):
+        assert tuned.stdout.split() == ["'--xla_cpu_experimental_ynn_fusion_type='", "True"]
+    assert declined.stdout.split() == ["None", "True"]
