@@ -12,12 +12,14 @@ import pytest
 from launcher_support import build_public_private_dataset, quick_config
 
 import run_experiment as launcher
+from utils import experiment as run
+from utils import run_setup
+from loaders.batches import BatchLoader
 from loaders.hdf5 import read_split, read_test_aug_source_index
 from loaders.sample import ensure_sample_dataset
 from utils import model_io
 from utils.keywords import KEYWORD_NAMES, KeywordError, help_text, parse_command_line, resolve
 from utils.networks import get_network
-from utils.training import Steps
 from utils.views import summed_view_logits
 
 
@@ -31,20 +33,20 @@ def finished_run(sample, tmp_path_factory):
     """One complete run with validation, shared by the tests that inspect its outputs."""
     folder = tmp_path_factory.mktemp("finished")
     config = quick_config(folder, sample)
-    experiment = launcher.Experiment(resolve(config))
+    experiment = run.Experiment(resolve(config))
     results = experiment.run()
     return folder, config, results, dict(experiment.steps.traces)
 
 
 def scripted_validation(monkeypatch, values, criterion_index=0):
     """Make validation return scripted (cost, error) pairs, one per search epoch."""
-    original = launcher.Experiment._evaluate
+    original = run.Experiment._evaluate
     calls = iter(values)
 
     def evaluate(self, split):
         return next(calls) if split == "val" else original(self, split)
 
-    monkeypatch.setattr(launcher.Experiment, "_evaluate", evaluate)
+    monkeypatch.setattr(run.Experiment, "_evaluate", evaluate)
 
 
 # ---- keywords --------------------------------------------------------------------------------
@@ -131,6 +133,31 @@ def test_entropy_point_retraining_and_annealing_follow_a_scripted_validation(
     assert rates[:8] == pytest.approx([0.05] * 8)
     assert rates[8:] == pytest.approx([0.005] * 2)  # annealing at lr/10
     assert [int(row["epoch"]) for row in history] == [1, 2, 3, 4, 5, 1, 2, 3, 1, 2]
+
+
+def test_each_phase_reads_the_data_epochs_the_methodology_gives_it(tmp_path, sample,
+                                                                   monkeypatch):
+    asked = []
+    original = BatchLoader.batches
+
+    def batches(self, epoch, start_batch=0):
+        if self.shuffle:  # training loaders (evaluation reads in file order)
+            asked.append((self.split, epoch))
+        return original(self, epoch, start_batch)
+
+    monkeypatch.setattr(BatchLoader, "batches", batches)
+    scripted_validation(monkeypatch, [(1.5, 0.6), (1.0, 0.5), (1.2, 0.5)])  # entropy point: 2
+    launcher.run_experiment(**quick_config(tmp_path, sample, n_epochs=3, anneal_epochs=2,
+                                           test_each_epoch=False))
+    offset = run.STATS_EPOCH_OFFSET
+    # The retraining starts the data order again; the annealing continues the retraining's.
+    assert [a for a in asked if a[1] < offset] == [
+        ("train_noval", 0), ("train_noval", 1), ("train_noval", 2),
+        ("train", 0), ("train", 1), ("train", 2), ("train", 3)]
+    # BN population statistics: after each search epoch (for validation), then for the test
+    # (data epoch `offset`), each from an order no training epoch uses.
+    assert [(split, epoch - offset) for split, epoch in asked if epoch >= offset] == [
+        ("train_noval", 0), ("train_noval", 1), ("train_noval", 2), ("train", offset)]
 
 
 def test_error_criterion_and_patience(tmp_path, sample, monkeypatch):
@@ -237,7 +264,7 @@ def test_registry_gets_one_row_per_run_and_keeps_old_rows(finished_run, sample, 
     assert len(rows) == 1
     row = rows[0]
     for name in KEYWORD_NAMES:
-        if name not in launcher.RUN_MANAGEMENT:
+        if name not in run_setup.RUN_MANAGEMENT:
             assert name in row
     assert float(row["test_error"]) == pytest.approx(results["test_error"])
     assert row["code_version"] and row["finished"]
@@ -265,19 +292,19 @@ def test_init_from_starts_from_a_saved_model_and_refuses_another_architecture(fi
     folder, config, _, _ = finished_run
     model = folder / "run" / "model.msgpack"
     _, trees = model_io.load(model, model_io.MODEL_FORMAT)
-    experiment = launcher.Experiment(resolve({**config, "savename": str(tmp_path / "next"),
+    experiment = run.Experiment(resolve({**config, "savename": str(tmp_path / "next"),
                                               "init_from": str(model)}))
     saved = jax.tree_util.tree_leaves(trees["params"])
     for got, want in zip(jax.tree_util.tree_leaves(experiment.initial[0]), saved):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(model_io.ModelFileError, match=r"params\['4'\]\['beta'\] has shape "
                                                       r"\(8,\) but the network expects \(16,\)"):
-        launcher.Experiment(resolve({**config, "savename": str(tmp_path / "other"),
+        run.Experiment(resolve({**config, "savename": str(tmp_path / "other"),
                                      "init_from": str(model), "n_hidden": [16]}))
 
 
 def test_non_finite_cost_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample):
-    experiment = launcher.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
+    experiment = run.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
     real_train = experiment.steps.train
     calls = {"n": 0}
 
@@ -289,7 +316,7 @@ def test_non_finite_cost_stops_and_keeps_the_last_good_checkpoint(tmp_path, samp
         return state, metrics
 
     experiment.steps.train = train
-    with pytest.raises(launcher.NonFiniteCost, match=r"became nan in phase search, epoch 2, "
+    with pytest.raises(run.NonFiniteCost, match=r"became nan in phase search, epoch 2, "
                                                      r"batch 6: stopping"):
         experiment.run()
     header, _ = model_io.load(tmp_path / "run", model_io.CHECKPOINT_FORMAT)
@@ -304,7 +331,7 @@ def test_the_whole_methodology_compiles_one_train_and_one_eval_step(finished_run
 
 
 def test_an_exception_saves_a_consistent_checkpoint_before_exiting(tmp_path, sample):
-    experiment = launcher.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
+    experiment = run.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
     real_train = experiment.steps.train
     calls = {"n": 0}
 

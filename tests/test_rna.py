@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference
 import pytest
 
 from convnets.layers import conv_layer
@@ -14,25 +15,12 @@ from utils import rna
 RNG = np.random.default_rng(1234)
 
 
-def numpy_conv_same(x, w):
-    """Direct 'same' cross-correlation, NHWC x HWIO, by explicit sums over the window."""
-    n, h, wd, c = x.shape
-    kh, kw, _, o = w.shape
-    ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    xp = np.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
-    out = np.zeros((n, h, wd, o))
-    for i in range(kh):
-        for j in range(kw):
-            out += np.einsum("nhwc,co->nhwo", xp[:, i:i + h, j:j + wd, :], w[i, j])
-    return out
-
-
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_conv2d_matches_numpy(kernel):
     x = RNG.normal(size=(2, 9, 7, 3)).astype(np.float32)
     w = RNG.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
     got = np.asarray(rna.conv2d(jnp.asarray(x), jnp.asarray(w)))
-    np.testing.assert_allclose(got, numpy_conv_same(x.astype(np.float64), w), rtol=1e-4,
+    np.testing.assert_allclose(got, numpy_reference.conv_same(x.astype(np.float64), w), rtol=1e-4,
                                atol=1e-4)
 
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from utils.methodology import CRITERIA
 from utils.model_io import atomic_write
 
 HISTORY_COLUMNS = ["phase", "epoch", "train_cost", "train_error", "val_cost", "val_error",
@@ -61,6 +64,22 @@ def append_registry_row(path: Path, row: dict) -> None:
     atomic_write(path, _csv_text(columns, rows).encode())
 
 
+def record_run(folder, config: dict, results: dict, history: list[dict],
+               entropy_epoch: int | None, run_management) -> None:
+    """A finished run's files in its folder (history.csv, cost.png, results.json) and its row
+    in the registry: every keyword that defines the run, every result, time, code version."""
+    write_history(folder.file("history.csv"), history)
+    plot_costs(folder.file("cost.png"), history, entropy_epoch, config["criterion"])
+    atomic_write(folder.file("results.json"),
+                 json.dumps({"config": config, "results": results}, indent=2,
+                            default=str).encode())
+    row = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code_version": code_version()}
+    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v
+                for k, v in config.items() if k not in run_management})
+    row.update({k: v for k, v in results.items() if k not in ("confusion", "epochs")})
+    append_registry_row(Path(config["registry"]), row)
+
+
 def _pyplot():
     import matplotlib
 
@@ -72,10 +91,11 @@ def _pyplot():
 
 def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
                criterion: str = "entropy") -> None:
-    """Training and validation cost per epoch, entropy point marked; then the final training."""
+    """Training and validation cost per epoch of the validated search, its entropy point
+    marked; then the training that followed, each later phase's start marked."""
     plt = _pyplot()
-    search = [h for h in history if h["phase"] == "search"]
-    final = [h for h in history if h["phase"] != "search"]
+    search = [h for h in history if h["val_cost"] is not None]
+    final = [h for h in history if h["val_cost"] is None]
     panels = [p for p in (search, final) if p]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     axes = axes[0]
@@ -88,9 +108,8 @@ def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
             point = search[entropy_epoch - 1]
             ax.axvline(entropy_epoch, color="gray", linestyle=":")
             ax.plot([entropy_epoch], [point["val_cost"]], "o", color="black",
-                    label=f"{'entropy' if criterion == 'entropy' else 'min-error'} point "
-                          f"(epoch {entropy_epoch})")
-        ax.set_title("search on train_noval")
+                    label=f"{CRITERIA[criterion][1]} (epoch {entropy_epoch})")
+        ax.set_title(f"{search[0]['phase']}, validating every epoch")
         ax.set_xlabel("epoch")
         ax.set_ylabel("cost (cross-entropy)")
         ax.legend()
@@ -98,10 +117,10 @@ def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
         ax = axes[-1]
         steps = np.arange(1, len(final) + 1)
         ax.plot(steps, [h["train_cost"] for h in final], color="tab:blue", label="train")
-        anneal_start = next((i for i, h in enumerate(final) if h["phase"] == "anneal"), None)
-        if anneal_start is not None:
-            ax.axvline(anneal_start + 0.5, color="gray", linestyle="--",
-                       label="annealing starts")
+        for i in range(1, len(final)):
+            if final[i]["phase"] != final[i - 1]["phase"]:
+                ax.axvline(i + 0.5, color="gray", linestyle="--",
+                           label=f"{final[i]['phase']} starts")
         ax.set_title("training on the full training set")
         ax.set_xlabel("epoch")
         ax.set_ylabel("cost (cross-entropy)")

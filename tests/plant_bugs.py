@@ -1,0 +1,140 @@
+"""Plant realistic bugs in the code, one at a time, and report which ones the tests let through.
+
+    python tests/plant_bugs.py              # every bug below, each against its test files
+    python tests/plant_bugs.py --list       # the bugs only
+    python tests/plant_bugs.py ema-swapped residual-late-shortcut
+
+Each bug is a one-line change a person could plausibly make (a swapped argument, a term in the
+wrong place, an off-by-one), written as (file, the exact text, its replacement). The project is
+copied to a temporary folder, the bug planted there, and the named test files run with
+``pytest -x``; a bug is *caught* when they fail. A bug whose text is no longer in the file is
+reported as *stale* (the code moved: update the entry). Exit status 1 when any bug is missed or
+stale. Not a test itself (its name does not start with test_): it runs the suite many times.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+class Bug(NamedTuple):
+    name: str
+    file: str
+    text: str
+    replacement: str
+    tests: tuple  # test files that should catch it
+
+
+BUGS = [
+    Bug("residual-late-shortcut", "convnets/layers.py", "y = activation(y + shortcut)",
+        "y = activation(y) + shortcut", ("tests/test_blocks.py",)),
+    Bug("residual-no-final-activation", "convnets/layers.py", "y = activation(y + shortcut)",
+        "y = y + shortcut", ("tests/test_blocks.py",)),
+    Bug("bn-eval-epsilon-outside-root", "utils/rna.py",
+        'scale = params["gamma"] * lax.rsqrt(state["var"] + eps)',
+        'scale = params["gamma"] / (jnp.sqrt(state["var"]) + eps)', ("tests/test_blocks.py",)),
+    Bug("ema-swapped", "utils/training.py",
+        "rna.ema_statistics(state.bn_state, batch_states, self.bn_momentum)",
+        "rna.ema_statistics(batch_states, state.bn_state, self.bn_momentum)",
+        ("tests/test_blocks.py",)),
+    Bug("anneal-data-order-restarts", "utils/methodology.py",
+        "    while run_phases[index].continues_data_order and index > 0:",
+        "    while False:", ("tests/test_launcher.py",)),
+    Bug("dropout-keep-probability", "utils/rna.py", "keep = 1.0 - p", "keep = p",
+        ("tests/test_rna.py",)),
+    Bug("population-variance-unbiased-factor-dropped", "utils/rna.py",
+        'return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}',
+        'return y, {"mean": mean, "var": var}', ("tests/test_rna.py",)),
+    Bug("glorot-fan-out-not-pooled", "utils/rna.py",
+        "return c_in * kernel * kernel, c_out * kernel * kernel / pool_area",
+        "return c_in * kernel * kernel, c_out * kernel * kernel", ("tests/test_rna.py",)),
+    Bug("entropy-point-keeps-the-worst", "utils/methodology.py",
+        "return best is None or row[CRITERIA[criterion][0]] < best[\"value\"]",
+        "return best is None or row[CRITERIA[criterion][0]] > best[\"value\"]",
+        ("tests/test_launcher.py",)),
+    Bug("retrain-continues-the-search", "utils/methodology.py",
+        "split=\"train\", epochs=entropy_point, fresh=True, key_stream=2,",
+        "split=\"train\", epochs=entropy_point, fresh=False, key_stream=2,",
+        ("tests/test_launcher.py",)),
+    Bug("anneal-factor-ignored", "utils/methodology.py",
+        "return lambda config, previous: previous * config[name]",
+        "return lambda config, previous: previous", ("tests/test_launcher.py",)),
+    Bug("augmented-test-averages-probabilities", "utils/views.py",
+        "np.add.at(summed, source_index, logits)",
+        "np.add.at(summed, source_index, np.exp(logits))", ("tests/test_launcher.py",)),
+    Bug("step-key-ignores-the-step", "utils/training.py",
+        "key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)",
+        "key = jax.random.wrap_key_data(state.key)", ("tests/test_rna.py", "tests/test_resume.py",
+                                                       "tests/test_pinned_run.py")),
+    Bug("l2-penalises-biases", "utils/rna.py",
+        'return [leaf for path, leaf in leaves if getattr(path[-1], "key", None) == "w"]',
+        'return [leaf for path, leaf in leaves]', ("tests/test_rna.py",)),
+]
+
+
+def project_copy(folder: Path) -> Path:
+    """The files git tracks or would track (not ignored), copied into ``folder``."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=PROJECT, capture_output=True, text=True, check=True).stdout
+    for name in listed.splitlines():
+        source = PROJECT / name
+        if source.is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / name)
+    return folder
+
+
+def try_bug(bug: Bug, timeout: float) -> str:
+    with tempfile.TemporaryDirectory(prefix="plant-") as temporary:
+        root = project_copy(Path(temporary))
+        target = root / bug.file
+        text = target.read_text()
+        if text.count(bug.text) != 1:
+            return "stale"
+        target.write_text(text.replace(bug.text, bug.replacement))
+        try:
+            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                                   "no:cacheprovider", *bug.tests], cwd=root,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "caught (timeout)"
+        return "missed" if done.returncode == 0 else "caught"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="bugs to plant (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the bugs and stop")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per bug")
+    args = parser.parse_args(argv)
+    chosen = [bug for bug in BUGS if not args.names or bug.name in args.names]
+    unknown = set(args.names) - {bug.name for bug in BUGS}
+    if unknown:
+        print(f"unknown bug(s): {', '.join(sorted(unknown))}; --list shows them")
+        return 2
+    if args.list:
+        for bug in chosen:
+            print(f"{bug.name:45} {bug.file}")
+        return 0
+    outcomes = {}
+    for bug in chosen:
+        started = time.perf_counter()
+        outcomes[bug.name] = try_bug(bug, args.timeout)
+        print(f"{bug.name:45} {outcomes[bug.name]:17} {time.perf_counter() - started:6.1f} s",
+              flush=True)
+    bad = [name for name, outcome in outcomes.items() if not outcome.startswith("caught")]
+    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} caught"
+          + (f"; let through or stale: {', '.join(bad)}" if bad else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

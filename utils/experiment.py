@@ -1,0 +1,368 @@
+"""One experiment: the methodology's phases followed on a dataset and a network, in a run folder.
+
+``Experiment(config).run()`` trains phase after phase as ``utils.methodology`` lays them out,
+writes a checkpoint after every epoch and when stopped (``utils.run_folder``), tests, and
+records the results (``utils.records``). Each step's key is ``fold_in(key, step)`` and each
+epoch's data order comes from ``(seed, epoch)``, so a resumed run ends bit for bit where an
+uninterrupted one ends.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from loaders.batches import BatchLoader
+from loaders.hdf5 import read_test_aug_source_index, read_usage
+from utils import console, methodology, model_io
+from utils.evaluation import confusion_matrix, results_on_test
+from utils.losses import cost_and_error
+from utils.methodology import Phase, Progress
+from utils.parallel import data_parallel, host_copy, host_scalar
+from utils.records import code_version, plot_confusion, record_run
+from utils.run_folder import ENTROPY_POINT, MODEL, RunFolder, check_same_definition
+from utils.run_setup import RUN_MANAGEMENT, define_run, training_steps
+from utils.signals import StopRequests
+
+# Population BN statistics are taken from an order no training epoch uses.
+STATS_EPOCH_OFFSET = 1_000_000
+
+
+class RunStopped(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM); a checkpoint has been written."""
+
+
+class NonFiniteCost(RuntimeError):
+    """The training cost became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Experiment:
+    def __init__(self, given: dict):
+        self.config, self.dataset, self.info, self.network = define_run(given)
+        config = self.config
+        self.parallel = data_parallel(config["devices"], config["batch_size"])
+        self.folder = RunFolder(config["savename"],
+                                writes_files=self.parallel.process_index == 0)
+        self.has_test_aug = self.info["split_sizes"].get("test_aug", 0) > 0
+        self.optimizer, self.plateau, self.steps = training_steps(config, self.network)
+        self.phases = methodology.phases(config)
+        self.root_key = jax.random.key(config["seed"])
+        self.initial = self._initial_parameters()
+        self.progress = Progress()
+        self.state = None
+        self.best_trees = None  # search: (params, bn_state) at the best epoch, on the host
+        self.loaders: dict[str, BatchLoader] = {}
+        self.stop = StopRequests()
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def _initial_parameters(self):
+        """(params, bn_state) every fresh phase starts from: init_from's, else the seed's."""
+        params, bn_state = self.network.init(jax.random.fold_in(self.root_key, 0))
+        source = self.config["init_from"]
+        if source is not None:
+            _, trees = model_io.load(source, model_io.MODEL_FORMAT)
+            params = model_io.restore_into(params, trees["params"], source, "params")
+            bn_state = model_io.restore_into(bn_state, trees["bn_state"], source, "bn_state")
+        # Kept on the host: training donates its device buffers, these must survive it.
+        return jax.tree_util.tree_map(np.array, (params, bn_state))
+
+    def _fresh_state(self, phase: Phase, epoch_length: int):
+        state = self.steps.init_state(jax.random.fold_in(self.root_key, 0),
+                                      jax.random.fold_in(self.root_key, phase.key_stream),
+                                      epoch_length)
+        params, bn_state = jax.tree_util.tree_map(jnp.array, self.initial)
+        state = state._replace(params=params, bn_state=bn_state,
+                               opt_state=self.optimizer.init(params))
+        return self.parallel.replicate(state)
+
+    def loader(self, split: str, *, training: bool) -> BatchLoader:
+        name = f"{split}:{'train' if training else 'eval'}"
+        if name not in self.loaders:
+            self.loaders[name] = BatchLoader(
+                self.dataset, split, self.config["batch_size"], shuffle=training,
+                seed=self.config["seed"], shared=self.config["trainShared"] and training,
+                drop_remainder=training, process_index=self.parallel.process_index,
+                process_count=self.parallel.process_count, sharding=self.parallel.batch)
+        return self.loaders[name]
+
+    def close_loaders(self) -> None:
+        for name in list(self.loaders):
+            self.loaders.pop(name).close()
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _definition(self) -> dict:
+        return {k: v for k, v in self.config.items() if k not in RUN_MANAGEMENT}
+
+    def _save_checkpoint(self) -> None:
+        progress = {k: v for k, v in vars(self.progress).items() if k != "plateau"}
+        trees = {"train_state": self.state}
+        if self.best_trees is not None:
+            trees["best"] = self.best_trees
+        if self.progress.plateau is not None:
+            trees["plateau"] = self.progress.plateau
+        self.folder.save_checkpoint({"config": self._definition(), "progress": progress}, trees)
+
+    def _restore(self) -> None:
+        header, trees = self.folder.load_checkpoint()
+        path = self.folder.file("checkpoint.msgpack")
+        check_same_definition(path, header["config"], self._definition())
+        self.progress = Progress(**header["progress"])
+        finished = self.progress.phase_index >= len(self.phases)
+        phase = self.phases[-1] if finished else self.phases[self.progress.phase_index]
+        target = self._fresh_state(phase, 1)
+        self.state = self.parallel.replicate(
+            model_io.restore_into(target, trees["train_state"], path, "train_state"))
+        if "best" in trees:
+            self.best_trees = model_io.restore_into(self.initial, trees["best"], path, "best")
+        if "plateau" in trees:
+            plateau = self.plateau.init(jnp.zeros(()))
+            self.progress.plateau = model_io.restore_into(plateau, trees["plateau"], path,
+                                                          "plateau")
+        where = ("the test" if finished else f"phase {phase.name}, epoch "
+                 f"{self.progress.epoch + 1}, batch {self.progress.batch}")
+        console.log(f"resuming {self.folder.path} at {where}")
+
+    # ---- the run ------------------------------------------------------------------------------
+    def run(self) -> dict:
+        if self.folder.prepare(resume=self.config["resume"], overwrite=self.config["overwrite"]):
+            self._restore()
+        console.print_header(self.config, self.info, self.network,
+                             self.parallel.mesh.devices.ravel(), self.folder.path)
+        try:
+            with self.stop:
+                while self.progress.phase_index < len(self.phases):
+                    self._run_phase(self.phases[self.progress.phase_index])
+                return self._finish()
+        except (RunStopped, NonFiniteCost):
+            raise
+        except BaseException:
+            # An unexpected failure: keep what can be kept (the state may have been donated
+            # to a step that did not return, in which case the last checkpoint stands).
+            if self.state is not None and not any(
+                    getattr(leaf, "is_deleted", lambda: False)()
+                    for leaf in jax.tree_util.tree_leaves(self.state)):
+                self._save_checkpoint()
+            raise
+        finally:
+            self.close_loaders()
+
+    def _run_phase(self, phase: Phase) -> None:
+        p = self.progress
+        n_epochs = phase.epochs(self.config, p)
+        loader = self.loader(phase.split, training=True)
+        if not p.phase_started:
+            self._start_phase(phase, loader)
+            console.print_phase_header(phase, n_epochs, loader)
+        while p.epoch < n_epochs:
+            if phase.replays_search_scales and p.scales:
+                self._set_lr_scale(p.scales[p.epoch])
+            started = time.perf_counter()
+            self._train_epoch(phase, loader)
+            row = self._end_of_epoch(phase)
+            seconds = time.perf_counter() - started
+            row["epoch_seconds"] = round(seconds, 3)
+            p.train_seconds += seconds
+            p.history.append(row)
+            console.print_epoch(row, phase)
+            p.epoch += 1
+            p.batch, p.sums = 0, [0.0, 0.0, 0]
+            if phase.validates and methodology.search_is_over(p, self.config["patience"]):
+                n_epochs = p.epoch
+            self._save_checkpoint()
+        if phase.validates:
+            self._end_search()
+        p.phase_index += 1
+        p.epoch, p.phase_started = 0, False
+        self._save_checkpoint()
+
+    def _start_phase(self, phase: Phase, loader: BatchLoader) -> None:
+        if phase.fresh:
+            self.state = self._fresh_state(phase, loader.n_batches)
+        else:
+            self._set_lr_scale(phase.lr_scale(self.config, host_scalar(self.state.lr_scale)))
+        if self.plateau is not None and phase.plateau_monitors:
+            self.progress.plateau = self.plateau.init(jnp.zeros(()))
+        self.progress.phase_started = True
+
+    def _data_epoch(self) -> int:
+        return methodology.data_epoch(self.phases, self.progress, self.config)
+
+    def _train_epoch(self, phase: Phase, loader: BatchLoader) -> None:
+        """One epoch (or what is left of it). Each step's metrics are read only after the next
+        step is dispatched, so the device never waits for the host between steps."""
+        p = self.progress
+        show = self.config["progress"]
+        bar = tqdm(total=loader.n_batches, initial=p.batch, leave=False, unit="batch",
+                   desc=f"{phase.name} epoch {p.epoch + 1}",
+                   disable=None if show is None else not show, file=sys.stderr)
+        batches = loader.batches(self._data_epoch(), start_batch=p.batch)
+        unread = []  # (metrics, batch number) of dispatched steps whose metrics are unread
+        try:
+            for batch in batches:
+                self.state, metrics = self.steps.train(self.state, batch.x, batch.y)
+                p.batch += 1
+                unread.append((metrics, p.batch))
+                if len(unread) == 2:
+                    self._account(phase, *unread.pop(0), bar)
+                if self.stop.requested:
+                    self._account(phase, *unread.pop(), bar)
+                    self._save_checkpoint()
+                    raise RunStopped(f"stopped by {self.stop.requested} in phase {phase.name}, "
+                                     f"epoch {p.epoch + 1}, batch {p.batch}; checkpoint saved "
+                                     f"in {self.folder.path}: resume with the same command and "
+                                     f"resume=True")
+            while unread:
+                self._account(phase, *unread.pop(0), bar)
+        except (RunStopped, NonFiniteCost):
+            raise
+        except BaseException:
+            # The failure handler saves the state: let the sums match it first.
+            while unread:
+                self._account(phase, *unread.pop(0), bar)
+            raise
+        finally:
+            batches.close()
+            bar.close()
+
+    def _account(self, phase: Phase, metrics: dict, batch_number: int, bar) -> None:
+        p = self.progress
+        cost, error = host_scalar(metrics["cost"]), host_scalar(metrics["error"])
+        if not math.isfinite(cost):
+            self.state = None  # poisoned; the checkpoint on disk is the last good one
+            raise NonFiniteCost(
+                f"the training cost became {cost} in phase {phase.name}, epoch {p.epoch + 1}, "
+                f"batch {batch_number}: stopping. The last good checkpoint (end of the "
+                f"previous epoch) is kept in {self.folder.path}; a lower learning_rate (now "
+                f"{self.config['learning_rate']:g}) or batch_norm=True usually cures this")
+        p.sums = [p.sums[0] + cost, p.sums[1] + error, p.sums[2] + 1]
+        bar.update(1)
+        bar.set_postfix(cost=f"{p.sums[0] / p.sums[2]:.4f}")
+
+    # ---- after each epoch -----------------------------------------------------------------
+    def _end_of_epoch(self, phase: Phase) -> dict:
+        p = self.progress
+        n = max(p.sums[2], 1)
+        row = {"phase": phase.name, "epoch": p.epoch + 1, "train_cost": p.sums[0] / n,
+               "train_error": p.sums[1] / n, "val_cost": None, "val_error": None,
+               "test_error": None,
+               "learning_rate": host_scalar(self.state.opt_state.hyperparams["learning_rate"])}
+        if phase.plateau_monitors == "train_cost":
+            self._step_plateau(row["train_cost"])
+        if not (phase.validates or self.config["test_each_epoch"]):
+            return row
+        self._population_statistics(phase.split, self._data_epoch())
+        if phase.validates:
+            row["val_cost"], row["val_error"] = self._evaluate("val")
+            self._track_best(row)
+            if phase.plateau_monitors == "val_cost":
+                self._step_plateau(row["val_cost"])
+        if self.config["test_each_epoch"]:
+            # Printed as the thesis did; never used to choose anything.
+            row["test_error"] = self._evaluate("test")[1]
+        return row
+
+    def _population_statistics(self, split: str, data_epoch: int) -> None:
+        """BN paper inference statistics over bn_batches training batches, into the state."""
+        if not (self.config["batch_norm"] and self.config["bn_stats"] == "population"):
+            return
+        loader = self.loader(split, training=True)
+        n = min(self.config["bn_batches"], loader.n_batches)
+        batches = loader.batches(STATS_EPOCH_OFFSET + data_epoch)
+        try:
+            stats = self.steps.population_statistics(self.state.params, self.state.bn_state,
+                                                     itertools.islice(batches, n))
+        finally:
+            batches.close()
+        self.state = self.state._replace(bn_state=self.parallel.replicate(stats))
+
+    def _predict(self, split: str):
+        return self.steps.predict(self.state.params, self.state.bn_state,
+                                  self.loader(split, training=False).batches(0),
+                                  gather=self.parallel.gather)
+
+    def _evaluate(self, split: str) -> tuple[float, float]:
+        """(cost, error) of the current parameters on a split."""
+        return cost_and_error(*self._predict(split))
+
+    def _track_best(self, row: dict) -> None:
+        p, criterion = self.progress, self.config["criterion"]
+        if methodology.is_new_best(criterion, row, p.best):
+            p.best = methodology.best_record(criterion, row)
+            self.best_trees = jax.tree_util.tree_map(
+                lambda leaf: np.array(host_copy(leaf)), (self.state.params, self.state.bn_state))
+        p.scales.append(host_scalar(self.state.lr_scale))
+
+    def _step_plateau(self, monitored: float) -> None:
+        """Reduce-on-plateau: one step per epoch on the phase's monitored cost."""
+        if self.plateau is None:
+            return
+        p = self.progress
+        _, p.plateau = self.plateau.update(updates=jnp.zeros(()), state=p.plateau,
+                                           value=jnp.asarray(monitored))
+        self._set_lr_scale(host_scalar(p.plateau.scale))
+
+    def _set_lr_scale(self, value: float) -> None:
+        # A fresh replicated array: the same input layout as always, so no new compilation.
+        self.state = self.state._replace(lr_scale=self.parallel.replicate(
+            jnp.asarray(value, jnp.float32)))
+
+    def _end_search(self) -> None:
+        best = self.progress.best
+        self.progress.entropy_epoch = best["epoch"]
+        console.print_point(methodology.CRITERIA[self.config["criterion"]][1], best)
+        self._save_model(ENTROPY_POINT, *self.best_trees, {"selected_at_epoch": best["epoch"]})
+        self.close_loaders()
+
+    # ---- test and results -----------------------------------------------------------------
+    def _test(self) -> dict:
+        console.log("\n== test ==")
+        self._population_statistics(self.phases[-1].split, STATS_EPOCH_OFFSET)
+        logits, labels = self._predict("test")
+        views = (self._predict("test_aug")[0], read_test_aug_source_index(self.dataset)) \
+            if self.has_test_aug else (None, None)
+        results, predictions = results_on_test(logits, labels, read_usage(self.dataset, "test"),
+                                               *views)
+        counts = confusion_matrix(labels, predictions, len(self.info["class_names"]))
+        results["confusion"] = counts.tolist()
+        title = ("augmented test (outputs summed over variants)" if self.has_test_aug
+                 else "plain test")
+        if self.folder.writes_files:
+            plot_confusion(self.folder.file("confusion.png"), counts,
+                           list(self.info["class_names"]),
+                           f"{self.network.name} on {self.dataset.name}: {title}")
+        return results
+
+    def _save_model(self, name: str, params, bn_state, extra: dict) -> None:
+        header = {"config": self._definition(), "network": self.network.name,
+                  "network_options": self.network.options, "class_names":
+                  list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
+                  "code_version": code_version(), **extra}
+        self.folder.save_model(name, header, params, bn_state)
+
+    def _finish(self) -> dict:
+        results = self._test()
+        p = self.progress
+        results.update({
+            "entropy_epoch": p.entropy_epoch,
+            "best_val_cost": p.best["val_cost"] if p.best else None,
+            "best_val_error": p.best["val_error"] if p.best else None,
+            "epochs": {ph.name: sum(1 for h in p.history if h["phase"] == ph.name)
+                       for ph in self.phases},
+            "train_seconds": round(p.train_seconds, 1),
+            "seconds_per_epoch": round(p.train_seconds / max(len(p.history), 1), 2),
+            "parameters": self.network.param_count(),
+        })
+        self._save_model(MODEL, self.state.params, self.state.bn_state,
+                         {"history": p.history, "results": results})
+        if self.folder.writes_files:
+            record_run(self.folder, self.config, results, p.history, p.entropy_epoch,
+                       RUN_MANAGEMENT)
+            self.folder.remove_checkpoint()
+        console.print_summary(results, self.network.name, self.dataset.name, self.config)
+        return results

@@ -1,0 +1,90 @@
+"""Setting a run up from its keywords: the dataset checked, the network and the compiled steps.
+
+``define_run`` turns the launcher's resolved keywords into the run's definition (what was left
+to the dataset filled in: its path, image size, the network's conv dropout, the run folder),
+refusing, before any work, a dataset that lacks what the methodology's phases need.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from loaders.hdf5 import dataset_info
+from loaders.sample import ensure_sample_dataset
+from utils import methodology
+from utils.keywords import KeywordError
+from utils.network import Network
+from utils.networks import get_network
+from utils.optim import make_optimizer, make_plateau, make_schedule
+from utils.training import Steps
+
+# Keywords that manage the run rather than define it: they may differ when resuming.
+RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",
+                  "coordinator_address", "num_processes", "process_id")
+NETWORK_KEYWORDS = ("n_hidden", "activation", "batch_norm", "p_drop", "p_dropConv",
+                    "gaussian_std", "last_pool", "projection_shortcut")
+
+
+def dataset_path(config: dict) -> Path:
+    """The dataset file of a run: the one given, or the built-in sample (built on first use)."""
+    if config["dataset"] is None:
+        return ensure_sample_dataset("mirror")
+    path = Path(config["dataset"])
+    if not path.is_file():
+        raise KeywordError(f"dataset={str(path)!r}: no such file (build one with python -m "
+                           f"loaders.build_dataset, or leave dataset out to use the "
+                           f"built-in sample)")
+    return path
+
+
+def check_dataset(path: Path, info: dict, config: dict) -> list[int]:
+    """The dataset's image size, once it is known to hold what the run needs."""
+    sizes, image_size = info["split_sizes"], list(info["image_size"])
+    if config["im_dim"] is not None and config["im_dim"] != image_size:
+        raise KeywordError(f"im_dim={config['im_dim']} but {path} holds {image_size[0]}x"
+                           f"{image_size[1]} images (variant {info.get('variant')}); use "
+                           f"im_dim={image_size} or leave it out")
+    for phase in methodology.phases(config):
+        for split in (phase.split, "val") if phase.validates else (phase.split,):
+            if sizes.get(split, 0) == 0:
+                hint = (" (built with no validation sources; use val=False or rebuild with "
+                        "--val-sources)" if split in ("train_noval", "val") else "")
+                raise KeywordError(f"{path} has no {split!r} images{hint}")
+            if split != "val" and config["batch_size"] > sizes[split]:
+                raise KeywordError(f"batch_size={config['batch_size']} is larger than the "
+                                   f"{sizes[split]} images of split {split!r} in {path}")
+    if sizes.get("test", 0) == 0:
+        raise KeywordError(f"{path} has no 'test' images")
+    return image_size
+
+
+class RunDefinition(NamedTuple):
+    config: dict  # the keywords as run
+    dataset: Path
+    info: dict  # the dataset's attributes and split sizes
+    network: Network
+
+
+def define_run(given: dict) -> RunDefinition:
+    dataset = dataset_path(given)
+    info = dataset_info(dataset)
+    image_size = check_dataset(dataset, info, given)
+    network = get_network(given["network"], im_dim=image_size,
+                          **{k: given[k] for k in NETWORK_KEYWORDS})
+    savename = given["savename"] or Path("trained_models") / f"{given['network']}_{dataset.stem}"
+    config = {**given, "dataset": str(dataset), "im_dim": image_size,
+              "p_dropConv": network.options["p_dropConv"], "savename": str(savename)}
+    return RunDefinition(config, dataset, info, network)
+
+
+def training_steps(config: dict, network: Network):
+    """(optimizer, reduce-on-plateau or None, the compiled Steps) the keywords ask for."""
+    optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
+                               config["optimizer_options"])
+    schedule = make_schedule(config["lr_schedule"], config["learning_rate"],
+                             config["lr_schedule_options"])
+    plateau = (make_plateau(config["lr_schedule_options"])
+               if config["lr_schedule"] == "plateau" else None)
+    steps = Steps(network, optimizer, schedule, L1_reg=config["L1_reg"], L2_reg=config["L2_reg"],
+                  bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"])
+    return optimizer, plateau, steps
