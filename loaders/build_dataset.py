@@ -26,8 +26,8 @@ from tqdm import tqdm
 from loaders import hdf5
 from loaders.augment import VARIANTS, Variant, get_variant
 from loaders.ferplus import LABEL_MODES, drop_summary, ferplus_labelling
-from loaders.sources import CLASS_NAMES, IMAGE_SIZE, TEST_USAGES, DatasetError, Labelling, \
-    SourceData, read_source
+from loaders.sources import IMAGE_SIZE, TEST_USAGES, DatasetError, Labelling, SourceData, \
+    read_source
 
 THESIS_TRAINING_SOURCES = 28709
 # The thesis's validation sources per variant (chapter 5.2): mirror 7,418 = 3709 x 2 images,
@@ -44,16 +44,15 @@ def default_val_sources(variant: str, n_training_sources: int) -> int:
     return round(THESIS_VAL_SOURCES[variant] * n_training_sources / THESIS_TRAINING_SOURCES)
 
 
-def stratified_validation(labels: np.ndarray, n_val: int, seed: int,
-                          n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+def stratified_validation(labels: np.ndarray, n_val: int, seed: int) -> np.ndarray:
     """Sorted indices of `n_val` sources, chosen per class in proportion to class frequency.
 
     Each class gets floor(n_val * count / total) sources; the sources left over go one each to
     the classes with the largest remainders (ties to the lower class number). Within a class the
-    choice is numpy's default_rng(seed).choice without replacement, classes in order
-    0..n_classes-1 (7 for FER2013, 8 for FER+).
+    choice is numpy's default_rng(seed).choice without replacement, classes in order 0, 1, ...
+    up to the largest label (any number of classes: 7 for FER2013, 8 for FER+).
     """
-    counts = np.bincount(labels, minlength=n_classes)
+    counts = np.bincount(labels)
     total = int(counts.sum())
     per_class, remainders = np.divmod(n_val * counts, total)
     per_class[np.argsort(-remainders, kind="stable")[:n_val - int(per_class.sum())]] += 1
@@ -96,8 +95,7 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
                      else ferplus_labelling(ferplus, data, source, label_mode or "majority"))
         rows = _usable_rows(source, data, labelling.keep, drop_blank)
         n_val = _validation_count(variant, val_sources, len(rows.training))
-        val_positions = stratified_validation(labelling.labels[rows.training], n_val, seed,
-                                              len(labelling.class_names))
+        val_positions = stratified_validation(labelling.labels[rows.training], n_val, seed)
         attributes = _root_attributes(spec, data, labelling, rows, seed=seed, n_val=n_val,
                                       val_sources_given=val_sources is not None,
                                       drop_blank=drop_blank)
