@@ -18,11 +18,11 @@ from typing import Iterator, NamedTuple
 import jax
 import numpy as np
 
-from loaders.hdf5 import (dataset_info, open_dataset, read_split, read_test_aug_source_index,
-                          read_usage, split_group)
+from loaders.hdf5 import (dataset_info, open_dataset, read_split, read_targets,
+                          read_test_aug_source_index, read_usage, read_votes, split_group)
 
-__all__ = ["Batch", "BatchLoader", "dataset_info", "read_split", "read_test_aug_source_index",
-           "read_usage", "scale_pixels"]
+__all__ = ["Batch", "BatchLoader", "dataset_info", "read_split", "read_targets",
+           "read_test_aug_source_index", "read_usage", "read_votes", "scale_pixels"]
 
 _PIXEL_SCALE = np.float32(1 / 255)
 
@@ -36,14 +36,16 @@ def scale_pixels(x):
 
 
 @jax.jit
-def _gather_scaled(images, labels, rows):
-    return scale_pixels(images[rows]), labels[rows]
+def _gather_scaled(images, labels, targets, rows):
+    return scale_pixels(images[rows]), labels[rows], None if targets is None else targets[rows]
 
 
 class Batch(NamedTuple):
     x: jax.Array  # float32 [B, H, W, 1]
     y: jax.Array  # int32 [B]
     n_valid: int  # rows of x and y beyond n_valid are padding (repeats of the last real row)
+    # float32 [B, K], the same rows' training targets in files that store them (FER+); else None
+    targets: jax.Array | None = None
 
 
 _END = object()
@@ -78,6 +80,7 @@ class BatchLoader:
             group = split_group(self._file, split)
             self._images = group["images"]
             self._labels = group["labels"][...]
+            self._targets = group["targets"][...] if "targets" in group else None
         except BaseException:
             self._file.close()
             raise
@@ -98,6 +101,8 @@ class BatchLoader:
         if shared:
             self._device_images = jax.device_put(self._images[...])
             self._device_labels = jax.device_put(self._labels)
+            self._device_targets = (None if self._targets is None
+                                    else jax.device_put(self._targets))
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The permutation of the split used in `epoch`: default_rng([seed, epoch]), so a resumed
@@ -117,8 +122,9 @@ class BatchLoader:
     def _yield_batches(self, plan) -> Iterator[Batch]:
         if self.shared:
             for rows, n_valid in plan:
-                x, y = _gather_scaled(self._device_images, self._device_labels, rows)
-                yield self._batch(x, y, n_valid)
+                x, y, targets = _gather_scaled(self._device_images, self._device_labels,
+                                               self._device_targets, rows)
+                yield self._batch(x, y, n_valid, targets)
         elif self.prefetch == 0:
             for rows, n_valid in plan:
                 yield self._read_batch(rows, n_valid)
@@ -130,7 +136,7 @@ class BatchLoader:
             stop.set()
             thread.join()
         self._producers.clear()
-        self._device_images = self._device_labels = None
+        self._device_images = self._device_labels = self._device_targets = None
         self._file.close()
 
     def __enter__(self) -> "BatchLoader":
@@ -155,20 +161,22 @@ class BatchLoader:
         # h5py reads increasing, distinct indices only: read those, then restore the order.
         unique_rows, positions = np.unique(rows, return_inverse=True)
         pixels = self._images[unique_rows][positions]
-        return self._batch(scale_pixels(pixels), self._labels[rows], n_valid)
+        targets = None if self._targets is None else self._targets[rows]
+        return self._batch(scale_pixels(pixels), self._labels[rows], n_valid, targets)
 
-    def _batch(self, x, y, n_valid: int) -> Batch:
+    def _batch(self, x, y, n_valid: int, targets=None) -> Batch:
+        return Batch(self._put(x), self._put(y), n_valid,
+                     None if targets is None else self._put(targets))
+
+    def _put(self, array):
+        """One array of a batch on the device(s): whole, sharded, or assembled from every
+        process's share of the global batch."""
         if self.sharding is None:
-            return Batch(jax.device_put(x), jax.device_put(y), n_valid)
+            return jax.device_put(array)
         if self.process_count == 1:
-            return Batch(jax.device_put(x, self.sharding), jax.device_put(y, self.sharding),
-                         n_valid)
-        return Batch(
-            jax.make_array_from_process_local_data(self.sharding, np.asarray(x),
-                                                   (self.batch_size, *x.shape[1:])),
-            jax.make_array_from_process_local_data(self.sharding, np.asarray(y),
-                                                   (self.batch_size,)),
-            n_valid)
+            return jax.device_put(array, self.sharding)
+        return jax.make_array_from_process_local_data(self.sharding, np.asarray(array),
+                                                      (self.batch_size, *array.shape[1:]))
 
     def _read_ahead(self, plan) -> Iterator[Batch]:
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)

@@ -1,6 +1,6 @@
 """The HDF5 dataset format: writing it safely and reading it back.
 
-Layout (docs/datasets.md has the full description):
+Layout (the README's Datasets section and docs/datasets.md describe it in full):
     /train        images uint8 [N,H,W], labels int32, source_index int32, variant_index int32
     /train_noval  the first rows of /train (every variant of the non-validation sources)
     /val          the remaining rows of /train (every variant of the validation sources)
@@ -8,7 +8,9 @@ Layout (docs/datasets.md has the full description):
     /test_aug     images, labels, usage, source_index int32 (row of /test), variant_index int32
 /train_noval and /val are HDF5 virtual datasets over /train, so their pixels are stored once and
 h5py reads them like any dataset. /val is absent when the file has no validation sources, and
-/test_aug is absent for the raw variant (it has one variant only).
+/test_aug is absent for the raw variant (it has one variant only). A file built with FER+ labels
+(root attribute label_source = "ferplus") also has, in every split, votes uint8 [N,10] and
+targets float32 [N,8] (loaders.ferplus).
 """
 from __future__ import annotations
 
@@ -149,11 +151,33 @@ def read_test_aug_source_index(path: str | os.PathLike) -> np.ndarray:
         return split_group(file, "test_aug")["source_index"][...]
 
 
+def read_targets(path: str | os.PathLike, split: str) -> np.ndarray:
+    """float32 [N, K]: each image's training target (FER+ files: its label mode's target)."""
+    return _read_ferplus_column(path, split, "targets")
+
+
+def read_votes(path: str | os.PathLike, split: str) -> np.ndarray:
+    """uint8 [N, 10]: each image's raw FER+ votes (the 8 classes, unknown, not a face)."""
+    return _read_ferplus_column(path, split, "votes")
+
+
+def _read_ferplus_column(path: str | os.PathLike, split: str, name: str) -> np.ndarray:
+    with open_dataset(path) as file:
+        group = split_group(file, split)
+        if name not in group:
+            raise DatasetError(f"{path}: split {split!r} has no {name} (only files built with "
+                               f"FER+ labels, --ferplus, store votes and targets)")
+        return group[name][...]
+
+
 def dataset_info(path: str | os.PathLike) -> dict:
-    """The root attributes as plain Python values, plus `split_sizes` {split: n_images}."""
+    """The root attributes as plain Python values, plus `split_sizes` {split: n_images} and
+    `n_classes` (the length of class_names: 7 for FER2013, 8 for FER+). A FER+ file's
+    attributes include label_source, label_mode and the drop counts (loaders.ferplus)."""
     with open_dataset(path) as file:
         info = {key: _plain(value) for key, value in file.attrs.items()}
         info["split_sizes"] = {name: len(file[name]["labels"]) for name in SPLITS if name in file}
+    info["n_classes"] = len(info["class_names"])
     return info
 
 

@@ -47,7 +47,9 @@ def preview_grid(path: str | os.PathLike, out: str | os.PathLike, *, split: str 
             positions = np.flatnonzero(source_index == source)
             order = np.argsort(group["variant_index"][positions])
             rows.append((source, group["labels"][positions[0]], group["images"][positions][order]))
-        title = f"{file.attrs['variant']} ({Path(path).name}, {split})"
+        labels = (f", FER+ {file.attrs['label_mode']} labels"
+                  if file.attrs.get("label_source") == "ferplus" else "")
+        title = f"{file.attrs['variant']} ({Path(path).name}, {split}{labels})"
     figure = Figure(figsize=(1.1 * len(variant_names) + 0.8, 1.3 * len(rows) + 0.6))
     axes = figure.subplots(len(rows), len(variant_names), squeeze=False)
     for row_axes, (source, label, images) in zip(axes, rows):

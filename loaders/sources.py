@@ -52,6 +52,21 @@ class SourceData:
     skipped: tuple[str, ...]  # one message per bad row or image left out
 
 
+@dataclass(frozen=True)
+class Labelling:
+    """The labels a build gives the source's rows: FER2013's own (`of`) or another label set
+    for the same images (loaders.ferplus)."""
+    class_names: tuple[str, ...]
+    labels: np.ndarray  # int32 [N], one per source row
+    keep: np.ndarray  # bool [N]: the rows the label set keeps
+    columns: dict[str, np.ndarray]  # more per-row arrays to store with each image
+    attributes: dict  # more root attributes of the file
+
+    @classmethod
+    def of(cls, data: SourceData) -> "Labelling":
+        return cls(CLASS_NAMES, data.labels, np.ones(len(data.labels), bool), {}, {})
+
+
 def read_source(source: str | os.PathLike, *, skip_bad_rows: bool = False,
                 progress: bool = False) -> SourceData:
     """Read a Kaggle CSV, a gzip-compressed CSV (detected by content) or a folder source."""
