@@ -1,9 +1,13 @@
-"""A PNG grid of a few source images and all their variants, to see what the builder did.
+"""PNG grids to see what the network sees: the builder's variants, or online augmentation.
 
     python -m loaders.preview FILE.h5 --out grid.png [--split train|test_aug] [--count 4] [--seed 0]
+    python -m loaders.preview FILE.h5 --out grid.png --augment "crop:4,flip,rotate:10" [--draws 7]
 
-One row per source image (its class and source index on the left), one column per variant in the
-file's order, titled with the variant's name: the layout of the thesis's figures 15-17.
+Variants: one row per source image (its class and source index on the left), one column per
+variant in the file's order, titled with the variant's name: the layout of the thesis's figures
+15-17. With --augment: one row per training image, the image as stored, then --draws versions
+of it as the launcher's online augmentation makes them (utils.online_augmentation, the same
+function the train step runs, each draw with its own key).
 """
 from __future__ import annotations
 
@@ -62,6 +66,47 @@ def preview_grid(path: str | os.PathLike, out: str | os.PathLike, *, split: str 
     for axis, name in zip(axes[0], variant_names):
         axis.set_title(textwrap.fill(name, 14), fontsize=7)
     figure.suptitle(title, fontsize=9)
+    return _save(figure, out)
+
+
+def augment_grid(path: str | os.PathLike, out: str | os.PathLike, augment: str, *,
+                 count: int = 6, draws: int = 7, seed: int = 0) -> Path:
+    """Draw `count` training images (default_rng(seed)'s choice) and `draws` online-augmented
+    versions of each into the PNG `out`; returns its path."""
+    import jax
+    import jax.numpy as jnp
+
+    from loaders.batches import scale_pixels
+    from utils import online_augmentation
+
+    try:
+        spec = online_augmentation.parse(augment, "--augment")
+    except online_augmentation.AugmentError as error:
+        raise DatasetError(str(error)) from None
+    with open_dataset(path) as file:
+        group = split_group(file, "train")
+        rows = np.sort(np.random.default_rng(seed).choice(
+            len(group["labels"]), size=min(count, len(group["labels"])), replace=False))
+        images, labels = group["images"][rows], group["labels"][rows]
+        class_names = [str(name) for name in file.attrs["class_names"]]
+    x = jnp.asarray(scale_pixels(images))
+    versions = [images] + [online_augmentation.numpy_images(online_augmentation.augment(
+        x, jax.random.fold_in(jax.random.key(seed), draw), spec)) for draw in range(draws)]
+    figure = Figure(figsize=(1.1 * (draws + 1) + 0.8, 1.3 * len(rows) + 0.6))
+    axes = figure.subplots(len(rows), draws + 1, squeeze=False)
+    for index, row_axes in enumerate(axes):
+        for column, axis in enumerate(row_axes):
+            axis.imshow(versions[column][index], cmap="gray", vmin=0, vmax=255)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        row_axes[0].set_ylabel(f"{class_names[labels[index]]}\n#{rows[index]}", fontsize=8)
+    for column, axis in enumerate(axes[0]):
+        axis.set_title("stored" if column == 0 else f"draw {column}", fontsize=7)
+    figure.suptitle(f"augment={spec.spec()} ({Path(path).name}, train)", fontsize=9)
+    return _save(figure, out)
+
+
+def _save(figure, out) -> Path:
     out = Path(out)
     try:
         figure.savefig(out, dpi=100)
@@ -87,10 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the choice of images")
     parser.add_argument("--sources", type=int, nargs="+", metavar="INDEX",
                         help="these source indices instead of a random choice")
+    parser.add_argument("--augment", metavar="SPEC",
+                        help="instead of the variants: training images as online augmentation "
+                             "makes them (the launcher's augment= value)")
+    parser.add_argument("--draws", type=_positive_int, default=7,
+                        help="with --augment: augmented versions per image")
     args = parser.parse_args(argv)
     try:
-        out = preview_grid(args.dataset, args.out, split=args.split, count=args.count,
-                           seed=args.seed, sources=args.sources)
+        if args.augment:
+            out = augment_grid(args.dataset, args.out, args.augment, count=args.count,
+                               draws=args.draws, seed=args.seed)
+        else:
+            out = preview_grid(args.dataset, args.out, split=args.split, count=args.count,
+                               seed=args.seed, sources=args.sources)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

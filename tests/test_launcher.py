@@ -91,6 +91,15 @@ def test_the_built_in_sample_runs_fewer_epochs_unless_told_otherwise():
     ({"im_dim": [48]}, r"im_dim must be \[height, width\]"),
     ({"anneal_factor": 2}, r"anneal_factor must be a number in \(0, 1\], got 2"),
     ({"resume": True, "init_from": "x"}, r"resume=True continues a run; init_from starts"),
+    ({"mixup": -1}, r"mixup must be a number >= 0, got -1"),
+    ({"cutmix": "big"}, r"cutmix must be a number >= 0, got 'big'"),
+    ({"label_smoothing": 1.5}, r"label_smoothing must be a number in \[0, 1\), got 1.5"),
+    ({"weight_decay": -0.1}, r"weight_decay must be a number >= 0, got -0.1"),
+    ({"warmup_epochs": 10, "n_epochs": 10}, r"warmup_epochs=10 is not shorter than the run "
+                                            r"\(n_epochs=10\)"),
+    ({"lr_schedule": "cosin"}, r"got 'cosin' \(did you mean 'cosine'\?\)"),
+    ({"recipe": "thesys"}, r"recipe must be one of .* got 'thesys' \(did you mean 'thesis'\?\)"),
+    ({"augment": "crop:-1"}, r"augment: crop must be a whole number of padding pixels"),
 ])
 def test_impossible_keywords_are_refused(keywords, message):
     with pytest.raises(KeywordError, match=message):
@@ -308,9 +317,9 @@ def test_non_finite_cost_stops_and_keeps_the_last_good_checkpoint(tmp_path, samp
     real_train = experiment.steps.train
     calls = {"n": 0}
 
-    def train(state, x, y):
+    def train(state, x, y, targets=None):
         calls["n"] += 1
-        state, metrics = real_train(state, x, y)
+        state, metrics = real_train(state, x, y, targets)
         if calls["n"] == 25:  # second epoch (19 batches of 50 per epoch of train_noval)
             metrics = {**metrics, "cost": jnp.asarray(jnp.nan)}
         return state, metrics
@@ -335,11 +344,11 @@ def test_an_exception_saves_a_consistent_checkpoint_before_exiting(tmp_path, sam
     real_train = experiment.steps.train
     calls = {"n": 0}
 
-    def train(state, x, y):
+    def train(state, x, y, targets=None):
         calls["n"] += 1
         if calls["n"] == 25:
             raise RuntimeError("disk on fire")
-        return real_train(state, x, y)
+        return real_train(state, x, y, targets)
 
     experiment.steps.train = train
     with pytest.raises(RuntimeError, match="disk on fire"):
@@ -349,3 +358,25 @@ def test_an_exception_saves_a_consistent_checkpoint_before_exiting(tmp_path, sam
     # 19 steps in epoch 1, then 5 of epoch 2 before the failing sixth.
     assert (progress["epoch"], progress["batch"], progress["sums"][2]) == (1, 5, 5)
     assert int(trees["train_state"]["step"]) == 24
+
+
+def test_crop_to_trains_on_windows_and_tests_on_the_ten_crop(tmp_path, sample):
+    results = launcher.run_experiment(**quick_config(
+        tmp_path, sample, val=False, n_epochs=1, anneal_epochs=0, augment="crop_to:44,flip"))
+    net, params, bn_state, header = model_io.load_model(tmp_path / "run")
+    assert header["config"]["im_dim"] == [44, 44]  # the network's input: the window
+    assert header["config"]["augment"] == "crop_to:44,flip"
+    # The mirror variant's image + mirror, each in 5 windows (its mirrors are the variant's).
+    x_aug, _ = read_split(header["config"]["dataset"], "test_aug")
+    source = read_test_aug_source_index(header["config"]["dataset"])
+    x_test, y_test = read_split(header["config"]["dataset"], "test")
+    x = x_aug.astype(np.float32)[..., None] / 255
+    windows = [x[:, 2:46, 2:46], x[:, :44, :44], x[:, :44, 4:], x[:, 4:, :44], x[:, 4:, 4:]]
+    summed = np.zeros((len(y_test), 7))
+    for window in windows:
+        logits = np.asarray(net.apply(params, bn_state, jnp.asarray(window), train=False)[0])
+        np.add.at(summed, source, logits)
+    assert results["aug_test_error"] == pytest.approx(np.mean(summed.argmax(1) != y_test))
+    plain = np.asarray(net.apply(params, bn_state, jnp.asarray(
+        x_test.astype(np.float32)[:, 2:46, 2:46, None] / 255), train=False)[0])
+    assert results["test_error"] == pytest.approx(np.mean(plain.argmax(1) != y_test))

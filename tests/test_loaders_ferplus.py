@@ -14,7 +14,7 @@ from loaders.build_dataset import build_dataset, main
 from loaders.ferplus import DROP_REASONS, apply_mode, read_ferplus
 from loaders.hdf5 import dataset_info, read_targets, read_votes
 from loaders.sources import DatasetError
-from loaders_testdata import FULL_CSV, SAMPLE_CSV, sample_lines, write_csv
+from loaders_testdata import FULL_CSV, SAMPLE_CSV, sample_lines
 
 FULL_FERPLUS = FULL_CSV.parent.parent / "ferplus" / "fer2013new.csv"
 # Written out here rather than imported, so that a wrong order in the code fails the tests.

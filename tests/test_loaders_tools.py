@@ -65,6 +65,19 @@ def test_preview_draws_every_variant_of_the_chosen_sources(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_augment_preview_shows_each_image_as_stored_and_augmented(tmp_path, capsys):
+    dataset = sample.ensure_sample_dataset("mirror", tmp_path)
+    out = tmp_path / "augment.png"
+    assert preview.main([str(dataset), "--out", str(out), "--augment", "crop:4,flip,erase:0.5",
+                         "--count", "3", "--draws", "4"]) == 0
+    grid = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
+    assert grid is not None and grid.shape[1] > grid.shape[0]  # 5 columns, 3 rows
+    assert preview.main([str(dataset), "--out", str(tmp_path / "x.png"),
+                         "--augment", "rotat:10"]) == 2
+    assert "unknown part 'rotat' (did you mean 'rotate'?)" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_bench_reports_time_speed_and_peak_memory(capsys):
     assert bench_build.main([str(SAMPLE_CSV), "--variants", "mirror"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -80,3 +80,68 @@ def test_unknown_settings_are_refused():
     with pytest.raises(ValueError, match=r"lr_schedule 'step' has no setting 'every'"):
         make_schedule("step", 0.1, {"every": 3})
     assert isinstance(make_optimizer("nesterov", 0.1), optax.GradientTransformation)
+
+
+# ---- modern schedules and decoupled weight decay ----------------------------------------------
+def test_cosine_with_warmup_follows_its_formula():
+    schedule = make_schedule("cosine", 0.1, {}, n_epochs=20, warmup_epochs=4)
+    for epoch in (0.0, 1.0, 2.5, 4.0):
+        assert float(schedule(epoch)) == pytest.approx(0.1 * epoch / 4, abs=1e-7)
+    for epoch in (4.0, 7.0, 12.0, 19.5, 20.0, 25.0):
+        t = min(epoch - 4, 16) / 16
+        assert float(schedule(epoch)) == pytest.approx(0.05 * (1 + np.cos(np.pi * t)), abs=1e-7)
+    floor = make_schedule("cosine", 0.1, {"final_factor": 0.1}, n_epochs=10)
+    assert float(floor(10.0)) == pytest.approx(0.01) and float(floor(0.0)) == pytest.approx(0.1)
+
+
+def test_onecycle_follows_its_formula():
+    schedule = make_schedule("onecycle", 0.1, {}, n_epochs=10, warmup_epochs=3)
+    start, peak, end = 0.1 / 25, 0.1, 0.1 / 25 / 1e4
+
+    def cosine_between(a, b, fraction):
+        return a + (b - a) * (1 - np.cos(np.pi * fraction)) / 2
+
+    for epoch in (0.0, 1.0, 2.0, 3.0):
+        assert float(schedule(epoch)) == pytest.approx(cosine_between(start, peak, epoch / 3),
+                                                       rel=1e-5)
+    for epoch in (3.0, 5.5, 9.0, 10.0):
+        assert float(schedule(epoch)) == pytest.approx(
+            cosine_between(peak, end, (epoch - 3) / 7), rel=1e-5, abs=1e-9)
+
+
+def test_decoupled_weight_decay_shrinks_weights_only(batch):
+    net = get_network("tiny", im_dim=[16, 16], n_hidden=[8], p_dropConv=[0.0], p_drop=0.0)
+    lr, wd = 0.1, 0.05
+    steps = Steps(net, make_optimizer("sgd", lr, weight_decay=wd), make_schedule("constant", lr))
+    plain = Steps(net, make_optimizer("sgd", lr), make_schedule("constant", lr))
+    state = steps.init_state(0, 1)
+    before = jax.tree_util.tree_map(np.array, state.params)
+    after_plain, _ = plain.train(plain.init_state(0, 1), *batch)
+    after, _ = steps.train(state, *batch)
+    paths = jax.tree_util.tree_flatten_with_path(before)[0]
+    for (path, w0), w_plain, w in zip(paths, jax.tree_util.tree_leaves(after_plain.params),
+                                      jax.tree_util.tree_leaves(after.params)):
+        decay = lr * wd * w0 if path[-1].key == "w" else 0.0  # -lr * (g + wd * w), weights only
+        np.testing.assert_allclose(np.asarray(w), np.asarray(w_plain) - decay, rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_adam_with_weight_decay_is_adamw(batch):
+    net = get_network("tiny", im_dim=[16, 16], n_hidden=[8], p_dropConv=[0.0], p_drop=0.0)
+    # eps well above the smallest gradients: adam's first step is g / (|g| + eps), which
+    # float rounding of a near-zero gradient would otherwise swing between -1 and 1.
+    steps = Steps(net, make_optimizer("adam", 0.01, {"eps": 1e-3}, weight_decay=0.1),
+                  make_schedule("constant", 0.01))
+    state = steps.init_state(0, 1)
+    params = jax.tree_util.tree_map(jnp.array, state.params)
+    mask = jax.tree_util.tree_map_with_path(lambda p, _: p[-1].key == "w", params)
+    reference = optax.adamw(0.01, eps=1e-3, weight_decay=0.1, mask=mask)
+    cost = lambda p: jnp.mean(  # the step's cost, recomputed for the reference's gradient
+        -jax.nn.log_softmax(net.apply(p, state.bn_state, batch[0], train=True, key=None)[0])
+        [jnp.arange(8), batch[1]])
+    updates, _ = reference.update(jax.grad(cost)(params), reference.init(params), params)
+    want = optax.apply_updates(params, updates)
+    after, _ = steps.train(state, *batch)
+    for got, expected in zip(jax.tree_util.tree_leaves(after.params),
+                             jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)

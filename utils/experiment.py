@@ -50,7 +50,8 @@ class Experiment:
         self.folder = RunFolder(config["savename"],
                                 writes_files=self.parallel.process_index == 0)
         self.has_test_aug = self.info["split_sizes"].get("test_aug", 0) > 0
-        self.optimizer, self.plateau, self.steps = training_steps(config, self.network)
+        self.optimizer, self.plateau, self.steps = training_steps(config, self.network,
+                                                                 self.info)
         self.phases = methodology.phases(config)
         self.root_key = jax.random.key(config["seed"])
         self.initial = self._initial_parameters()
@@ -205,7 +206,8 @@ class Experiment:
         unread = []  # (metrics, batch number) of dispatched steps whose metrics are unread
         try:
             for batch in batches:
-                self.state, metrics = self.steps.train(self.state, batch.x, batch.y)
+                self.state, metrics = self.steps.train(self.state, batch.x, batch.y,
+                                                       batch.targets)
                 p.batch += 1
                 unread.append((metrics, p.batch))
                 if len(unread) == 2:
@@ -324,19 +326,33 @@ class Experiment:
         console.log("\n== test ==")
         self._population_statistics(self.phases[-1].split, STATS_EPOCH_OFFSET)
         logits, labels = self._predict("test")
-        views = (self._predict("test_aug")[0], read_test_aug_source_index(self.dataset)) \
-            if self.has_test_aug else (None, None)
+        views = self._test_view_logits(len(labels))
         results, predictions = results_on_test(logits, labels, read_usage(self.dataset, "test"),
                                                *views)
         counts = confusion_matrix(labels, predictions, len(self.info["class_names"]))
         results["confusion"] = counts.tolist()
-        title = ("augmented test (outputs summed over variants)" if self.has_test_aug
-                 else "plain test")
+        n_online = self.steps.views.n_views
+        title = ("plain test" if views[0] is None else "augmented test (outputs summed over "
+                 + ("variants)" if n_online == 1 else f"{n_online} views of each variant)"))
         if self.folder.writes_files:
             plot_confusion(self.folder.file("confusion.png"), counts,
                            list(self.info["class_names"]),
                            f"{self.network.name} on {self.dataset.name}: {title}")
         return results
+
+    def _test_view_logits(self, n_test: int):
+        """(logits of every test-time view, the test image of each row), or (None, None):
+        the dataset's variants of each test image (/test_aug), each in its online views."""
+        n_online = self.steps.views.n_views
+        if not self.has_test_aug and n_online == 1:
+            return None, None
+        split = "test_aug" if self.has_test_aug else "test"
+        logits, _ = self.steps.predict(self.state.params, self.state.bn_state,
+                                       self.loader(split, training=False).batches(0),
+                                       gather=self.parallel.gather, views=n_online > 1)
+        source = (read_test_aug_source_index(self.dataset) if self.has_test_aug
+                  else np.arange(n_test))
+        return logits, np.repeat(source, n_online)
 
     def _save_model(self, name: str, params, bn_state, extra: dict) -> None:
         header = {"config": self._definition(), "network": self.network.name,

@@ -12,9 +12,11 @@ import ast
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from utils import online_augmentation
+from utils.names import closest_name
 from utils.network import check_hidden_sizes
 from utils.optim import OPTIMIZERS, SCHEDULES
-from utils.names import closest_name
+from utils.recipes import RECIPES, SAMPLE_RECIPE, recipe_for
 from utils.rna import get_activation
 
 
@@ -139,6 +141,20 @@ def settings_dict(name, v):
     return dict(v)
 
 
+def augment_spec(name, v):
+    """The canonical 'crop:4,flip,...' string (None when off), or the parser's refusal."""
+    try:
+        return online_augmentation.parse(v, name).spec() or None
+    except online_augmentation.AugmentError as err:
+        raise KeywordError(str(err)) from None
+
+
+def below_one(name, v):
+    if not _is_number(v) or not 0 <= v < 1:
+        raise KeywordError(f"{name} must be a number in [0, 1), got {v!r}")
+    return float(v)
+
+
 def device_count(name, v):
     return None if v is None else positive_int(name, v)
 
@@ -172,6 +188,8 @@ KEYWORDS = [
             "against it when given)", image_size),
     Keyword("savename", None, "folder for the model, checkpoint, history and plots; None: "
             "trained_models/<network>_<dataset name>", optional_path),
+    Keyword("recipe", None, "a named set of defaults for the other keywords (utils/recipes.py): "
+            + ", ".join(RECIPES) + "; None: 'sample' without a dataset, else 'thesis'", None),
     # -- network -------------------------------------------------------------------------------
     Keyword("network", "A", "A, B, C, D, mlp, or module:NAME of your own registered network",
             None),
@@ -192,9 +210,25 @@ KEYWORDS = [
     Keyword("optimizer_options", {}, "optimizer settings, e.g. {'momentum': 0.95} or "
             "{'b1': 0.9, 'b2': 0.999}", settings_dict),
     Keyword("lr_schedule", "constant", "constant, step, exponential, time, plateau "
-            "(reduce on validation plateau)", one_of(*SCHEDULES)),
+            "(reduce on validation plateau), cosine (to 0 over n_epochs), onecycle (up over "
+            "warmup_epochs, down to ~0 at n_epochs)", one_of(*SCHEDULES)),
     Keyword("lr_schedule_options", {}, "schedule settings, e.g. {'drop_every': 10, "
             "'factor': 0.5} for step", settings_dict),
+    Keyword("warmup_epochs", 0, "epochs of linear learning-rate warm-up from 0 before the "
+            "schedule (onecycle: the epochs of its rise)", non_negative_int),
+    # -- modern regularisation (none in the thesis) --------------------------------------------
+    Keyword("augment", None, "online augmentation on the device, parts in the order applied: "
+            "rotate:D (degrees), scale:S (zoom 1+-S), shift:P (pixels), crop:P (pad P, random "
+            "window of the same size), crop_to:S (random SxS window; tests on ten-crops), flip, "
+            "brightness:B, contrast:C, erase:P (random erasing with probability P); e.g. "
+            "'crop:4,flip,rotate:10,scale:0.1,erase:0.5'; None: off", augment_spec),
+    Keyword("label_smoothing", 0.0, "targets (1-e) one-hot + e/K", below_one),
+    Keyword("mixup", 0.0, "mixup's alpha: image pairs and their targets blended by "
+            "Beta(a, a); 0: off", non_negative_number),
+    Keyword("cutmix", 0.0, "CutMix's alpha: a box pasted from another image, targets by "
+            "area; with mixup too, each step takes one of them; 0: off", non_negative_number),
+    Keyword("weight_decay", 0.0, "decoupled weight decay on the weights (AdamW, SGDW): "
+            "-lr * wd * w per step, beside L1_reg/L2_reg", non_negative_number),
     Keyword("bn_stats", "population", "test-time BN statistics: 'population' (BN paper, "
             "over bn_batches training batches) or 'ema'", one_of("population", "ema")),
     Keyword("bn_batches", 100, "training mini-batches the population statistics average over",
@@ -223,10 +257,6 @@ KEYWORDS = [
 ]
 KEYWORD_NAMES = [k.name for k in KEYWORDS]
 DEFAULTS = {k.name: k.default for k in KEYWORDS}
-# Without a dataset the launcher runs the README's main job on the built-in sample: fewer
-# epochs than the thesis's defaults, so that it trains and reports within a few minutes on
-# 2 CPU cores. Keywords given explicitly always win.
-SAMPLE_DEFAULTS = {"n_epochs": 6, "anneal_epochs": 4}
 
 
 def help_text() -> str:
@@ -243,9 +273,13 @@ def help_text() -> str:
              "keywords (default) meaning:"]
     for k in KEYWORDS:
         default = repr(k.default)
-        if k.name in SAMPLE_DEFAULTS:
-            default += f"; {SAMPLE_DEFAULTS[k.name]!r} on the built-in sample"
+        if k.name in RECIPES[SAMPLE_RECIPE]:
+            default += f"; {RECIPES[SAMPLE_RECIPE][k.name]!r} on the built-in sample"
         lines.append(f"  {k.name.ljust(width)}  ({default}) {k.meaning}")
+    lines += ["", "recipes (the defaults each one changes; keywords given always win):"]
+    for name, settings in RECIPES.items():
+        changes = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        lines.append(f"  {name}: " + (changes or "none (the defaults above are the thesis's)"))
     return "\n".join(lines)
 
 
@@ -273,11 +307,18 @@ def resolve(given: dict) -> dict:
         if name not in DEFAULTS:
             raise KeywordError(f"unknown keyword {name!r}{closest_name(name, KEYWORD_NAMES)}; "
                                f"see python run_experiment.py --help")
-    on_sample = given.get("dataset") is None
-    config = {**DEFAULTS, **(SAMPLE_DEFAULTS if on_sample else {}), **given}
+    recipe = recipe_for(given)
+    if recipe not in RECIPES:
+        raise KeywordError(f"recipe must be one of {', '.join(map(repr, RECIPES))}, got "
+                           f"{recipe!r}{closest_name(recipe, RECIPES)}")
+    config = {**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe}
     for keyword in KEYWORDS:
         if keyword.check is not None:
             config[keyword.name] = keyword.check(keyword.name, config[keyword.name])
+    if config["warmup_epochs"] and config["warmup_epochs"] >= config["n_epochs"]:
+        raise KeywordError(f"warmup_epochs={config['warmup_epochs']} is not shorter than the run "
+                           f"(n_epochs={config['n_epochs']}): give fewer warm-up epochs or "
+                           f"more epochs")
     if config["resume"] and config["init_from"]:
         raise KeywordError("resume=True continues a run; init_from starts a new one: give one")
     if config["resume"] and config["overwrite"]:

@@ -42,6 +42,22 @@ def negative_log_likelihood(logits, y, weights=None):
     return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def cross_entropy(logits, targets):
+    """Mean over rows of -sum_k t_k log p_k: the cost against target distributions (FER+'s
+    crowd votes, label smoothing, mixup). One-hot targets give the negative log-likelihood."""
+    return jnp.mean(-jnp.sum(targets * log_softmax(logits), axis=-1))
+
+
+def multi_target_nll(logits, targets):
+    """FER+'s multi-target cost: -log max_k t_k p_k (any of an image's marked classes will do)."""
+    return jnp.mean(-jnp.max(jnp.log(targets) + log_softmax(logits), axis=-1))
+
+
+def smooth_labels(targets, smoothing: float):
+    """Label smoothing: (1 - e) t + e / K."""
+    return (1.0 - smoothing) * targets + smoothing / targets.shape[-1]
+
+
 def errors(logits, y, weights=None):
     """Fraction of misclassified rows (the thesis's error rate)."""
     wrong = (y_pred(logits) != y).astype(jnp.float32)

@@ -9,14 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from loaders.augment import get_variant
 from loaders.hdf5 import dataset_info
 from loaders.sample import ensure_sample_dataset
-from utils import methodology
+from utils import methodology, online_augmentation
 from utils.keywords import KeywordError
 from utils.network import Network
 from utils.networks import get_network
 from utils.optim import make_optimizer, make_plateau, make_schedule
+from utils.objective import TARGET_RULES, Objective
 from utils.training import Steps
+from utils.views import OnlineViews
 
 # Keywords that manage the run rather than define it: they may differ when resuming.
 RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",
@@ -38,12 +41,20 @@ def dataset_path(config: dict) -> Path:
 
 
 def check_dataset(path: Path, info: dict, config: dict) -> list[int]:
-    """The dataset's image size, once it is known to hold what the run needs."""
+    """The network's input size (the dataset's image size, or online augmentation's crop_to
+    window), once the dataset is known to hold what the run needs."""
     sizes, image_size = info["split_sizes"], list(info["image_size"])
-    if config["im_dim"] is not None and config["im_dim"] != image_size:
+    augmentation = online_augmentation.parse(config["augment"])
+    input_size = list(augmentation.output_size(*image_size))
+    if augmentation.crop_to > min(image_size):
+        raise KeywordError(f"augment: crop_to:{augmentation.crop_to} is larger than the "
+                           f"{image_size[0]}x{image_size[1]} images of {path}")
+    if config["im_dim"] is not None and config["im_dim"] != input_size:
+        windows = (f", which augment's crop_to cuts to {input_size[0]}x{input_size[1]}"
+                   if input_size != image_size else "")
         raise KeywordError(f"im_dim={config['im_dim']} but {path} holds {image_size[0]}x"
-                           f"{image_size[1]} images (variant {info.get('variant')}); use "
-                           f"im_dim={image_size} or leave it out")
+                           f"{image_size[1]} images (variant {info.get('variant')}){windows}; "
+                           f"use im_dim={input_size} or leave it out")
     for phase in methodology.phases(config):
         for split in (phase.split, "val") if phase.validates else (phase.split,):
             if sizes.get(split, 0) == 0:
@@ -55,7 +66,7 @@ def check_dataset(path: Path, info: dict, config: dict) -> list[int]:
                                    f"{sizes[split]} images of split {split!r} in {path}")
     if sizes.get("test", 0) == 0:
         raise KeywordError(f"{path} has no 'test' images")
-    return image_size
+    return input_size
 
 
 class RunDefinition(NamedTuple):
@@ -70,6 +81,7 @@ def define_run(given: dict) -> RunDefinition:
     info = dataset_info(dataset)
     image_size = check_dataset(dataset, info, given)
     network = get_network(given["network"], im_dim=image_size,
+                          n_classes=len(info["class_names"]),
                           **{k: given[k] for k in NETWORK_KEYWORDS})
     savename = given["savename"] or Path("trained_models") / f"{given['network']}_{dataset.stem}"
     config = {**given, "dataset": str(dataset), "im_dim": image_size,
@@ -77,14 +89,26 @@ def define_run(given: dict) -> RunDefinition:
     return RunDefinition(config, dataset, info, network)
 
 
-def training_steps(config: dict, network: Network):
+def online_test_views(config: dict, info: dict) -> OnlineViews:
+    """The online test-time views matching how the run trains on this dataset."""
+    return OnlineViews.matching(online_augmentation.parse(config["augment"]),
+                                get_variant(info["variant"]).mirrored)
+
+
+def training_steps(config: dict, network: Network, info: dict):
     """(optimizer, reduce-on-plateau or None, the compiled Steps) the keywords ask for."""
     optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
-                               config["optimizer_options"])
+                               config["optimizer_options"], config["weight_decay"])
     schedule = make_schedule(config["lr_schedule"], config["learning_rate"],
-                             config["lr_schedule_options"])
+                             config["lr_schedule_options"], config["n_epochs"],
+                             config["warmup_epochs"])
     plateau = (make_plateau(config["lr_schedule_options"])
                if config["lr_schedule"] == "plateau" else None)
+    objective = Objective(augmentation=online_augmentation.parse(config["augment"]),
+                          targets=TARGET_RULES[info.get("label_mode")],
+                          label_smoothing=config["label_smoothing"], mixup=config["mixup"],
+                          cutmix=config["cutmix"])
     steps = Steps(network, optimizer, schedule, L1_reg=config["L1_reg"], L2_reg=config["L2_reg"],
-                  bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"])
+                  bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"],
+                  objective=objective, views=online_test_views(config, info))
     return optimizer, plateau, steps

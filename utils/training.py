@@ -1,10 +1,12 @@
 """The compiled steps of training and evaluation, and the state they carry.
 
 ``Steps`` builds, once per experiment, the only compiled functions a network needs:
-``train`` (forward in train mode, backward, optimiser update) and ``eval`` (forward in test
-mode), plus ``batch_stats`` (a deterministic train-mode forward that reports each batch's BN
-statistics, for the population statistics). The train/eval flag is static, so however many
-times they are called each is traced once (``Steps.traces`` counts it).
+``train`` (the batch prepared as the ``Objective`` says, forward in train mode, backward,
+optimiser update), ``eval`` (forward in test mode on the plain view) and ``eval_views`` (on
+every test-time view, ``utils.views``), plus ``batch_stats`` (a deterministic train-mode
+forward that reports each batch's BN statistics, for the population statistics). The
+train/eval flag is static, so however many times they are called each is traced once
+(``Steps.traces`` counts it).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import numpy as np
 import optax
 
 from utils import rna
-from utils.losses import errors, negative_log_likelihood
+from utils.losses import errors
+from utils.objective import Objective, data_cost, prepare_batch
+from utils.views import OnlineViews
 
 
 class TrainState(NamedTuple):
@@ -39,7 +43,8 @@ def key_data(seed_or_key) -> jax.Array:
 
 class Steps:
     def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,
-                 bn_stats="population", bn_momentum=0.99):
+                 bn_stats="population", bn_momentum=0.99, objective: Objective = Objective(),
+                 views: OnlineViews = OnlineViews()):
         if bn_stats not in ("population", "ema"):
             raise ValueError(f"bn_stats must be 'population' or 'ema', got {bn_stats!r}")
         self.network = network
@@ -47,9 +52,12 @@ class Steps:
         self.schedule = schedule
         self.L1_reg, self.L2_reg = float(L1_reg), float(L2_reg)
         self.bn_stats, self.bn_momentum = bn_stats, float(bn_momentum)
+        self.objective, self.views = objective, views
+        self.n_classes = network.options.get("n_classes", 7)
         self.traces = Counter()
         self.train = jax.jit(self._train_step, donate_argnums=0)
         self.eval = jax.jit(self._eval_step)
+        self.eval_views = jax.jit(self._eval_views_step)
         self.batch_stats = jax.jit(self._batch_stats)
 
     def init_state(self, init_key, train_key, epoch_length: int = 1) -> TrainState:
@@ -62,16 +70,18 @@ class Steps:
                           epoch_length=jnp.asarray(epoch_length, jnp.int32))
 
     # ---- compiled bodies (Python runs once per trace) --------------------------------------
-    def _train_step(self, state: TrainState, x, y):
+    def _train_step(self, state: TrainState, x, y, targets=None):
         self.traces["train"] += 1
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        x, labels, distribution = prepare_batch(self.objective, key, x, y, targets,
+                                                self.n_classes)
 
         def cost_fn(params):
             logits, batch_states = self.network.apply(params, state.bn_state, x, train=True,
                                                       key=key)
-            nll = negative_log_likelihood(logits, y)
+            nll = data_cost(self.objective, logits, labels, distribution)
             cost = nll + rna.l1_l2_penalty(params, self.L1_reg, self.L2_reg)
-            return cost, (batch_states, nll, errors(logits, y))
+            return cost, (batch_states, nll, errors(logits, labels))
 
         (cost, (batch_states, nll, error)), grads = jax.value_and_grad(
             cost_fn, has_aux=True)(state.params)
@@ -90,23 +100,32 @@ class Steps:
 
     def _eval_step(self, params, bn_state, x):
         self.traces["eval"] += 1
-        logits, _ = self.network.apply(params, bn_state, x, train=False)
+        logits, _ = self.network.apply(params, bn_state, self.views.plain(x), train=False)
+        return logits
+
+    def _eval_views_step(self, params, bn_state, x):
+        """Logits of every online test-time view of each image: [B * n_views, classes]."""
+        self.traces["eval_views"] += 1
+        logits, _ = self.network.apply(params, bn_state, self.views.all(x), train=False)
         return logits
 
     def _batch_stats(self, params, bn_state, x):
         self.traces["batch_stats"] += 1
-        _, batch_states = self.network.apply(params, bn_state, x, train=True, key=None)
+        _, batch_states = self.network.apply(params, bn_state, self.views.plain(x), train=True,
+                                             key=None)
         return batch_states
 
     # ---- host-side loops -------------------------------------------------------------------
-    def predict(self, params, bn_state, batches, gather=np.asarray):
-        """(logits, labels) over padded evaluation batches, padding rows dropped.
+    def predict(self, params, bn_state, batches, gather=np.asarray, views: bool = False):
+        """(logits, labels) over padded evaluation batches, padding rows dropped; with
+        ``views``, the logits of every online view, n_views consecutive rows per image.
 
         ``gather`` turns a (possibly sharded, multi-host) device array into a NumPy array."""
+        step, per_image = (self.eval_views, self.views.n_views) if views else (self.eval, 1)
         logits, labels = [], []
         for batch in batches:
-            out = gather(self.eval(params, bn_state, batch.x))
-            logits.append(out[:batch.n_valid])
+            out = gather(step(params, bn_state, batch.x))
+            logits.append(out[:batch.n_valid * per_image])
             labels.append(gather(batch.y)[:batch.n_valid])
         if not logits:
             return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
