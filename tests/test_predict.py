@@ -14,7 +14,7 @@ from loaders.batches import scale_pixels
 from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
 from utils import model_io
-from utils.faces import FaceDetector, crop_faces
+from utils.predict.faces import FaceDetector, crop_faces
 from utils.networks import get_network
 from utils.predict import DEFAULT_MODEL, EmotionModel, main
 
