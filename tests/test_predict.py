@@ -2,8 +2,6 @@
 every kind of bad input. The shipped default model classifies; one compiled copy is shared."""
 from __future__ import annotations
 
-import csv
-
 import cv2
 import jax
 import numpy as np
@@ -13,29 +11,14 @@ from loaders.augment import get_variant
 from loaders.batches import scale_pixels
 from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
+from predict_support import (BACKGROUND, CLEAR_MARGIN, COLLAGE_FACES,
+                             MAX_PROBABILITY_DIFFERENCE, MEAN_PROBABILITY_DIFFERENCE, MIN_IOU,
+                             collage, iou, probabilities_of, read_rows, run, write_png,
+                             write_video)
 from utils import model_io
-from utils.predict.faces import FaceDetector, crop_faces
 from utils.networks import get_network
-from utils.predict import DEFAULT_MODEL, EmotionModel, main
-
-# Sample rows whose face the cascade finds alone as one box covering the 48x48 image (IoU >=
-# 0.9 when upscaled 4x on a plain background, checked once over the whole sample): one per class,
-# then a second happy face.
-COLLAGE_FACES = (123, 13, 20, 14, 11, 3, 107, 34)
-UPSCALE = 4  # 48 -> 192 pixels, INTER_CUBIC
-GAP = 40  # plain background between and around the faces
-BACKGROUND = 200
-# A detection belongs to a face when their boxes overlap with IoU >= this (the cascade's box
-# steps by its 1.1 scale factor, so it never lands exactly on the face's square).
-MIN_IOU = 0.8
-# The detected crop is the face resampled from a box a few pixels off the original square (a
-# pixel or so at 48x48), and the network is not blind to such shifts: each face's probabilities
-# may differ from the original 48x48 image's by up to this much, by this much on average.
-MAX_PROBABILITY_DIFFERENCE = 0.35
-MEAN_PROBABILITY_DIFFERENCE = 0.15
-# Where the original's two highest probabilities are at least this far apart, the crop must
-# get the same label; closer than that, resampling may rightly tip the balance.
-CLEAR_MARGIN = 0.2
+from utils.predict import DEFAULT_MODEL, EmotionModel
+from utils.predict.faces import HaarDetector, crop_faces
 
 
 @pytest.fixture(scope="module")
@@ -48,56 +31,11 @@ def model():
     return EmotionModel(DEFAULT_MODEL)
 
 
-def collage(faces: np.ndarray, columns: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """BGR image of the faces upscaled in a grid on a plain background, and their boxes."""
-    side = 48 * UPSCALE
-    rows = -(-len(faces) // columns)
-    image = np.full((GAP + rows * (side + GAP), GAP + min(len(faces), columns) * (side + GAP), 3),
-                    BACKGROUND, np.uint8)
-    boxes = []
-    for index, face in enumerate(faces):
-        row, column = divmod(index, columns)
-        x, y = GAP + column * (side + GAP), GAP + row * (side + GAP)
-        big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-        image[y:y + side, x:x + side] = big[..., None]
-        boxes.append((x, y, side, side))
-    return image, np.array(boxes)
-
-
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    overlap_x = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    overlap_y = max(0, min(ay + ah, by + bh) - max(ay, by))
-    overlap = overlap_x * overlap_y
-    return overlap / (aw * ah + bw * bh - overlap)
-
-
-def read_rows(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def probabilities_of(rows: list[dict]) -> np.ndarray:
-    return np.array([[float(row[f"p_{name}"]) for name in CLASS_NAMES] for row in rows])
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def write_png(path, image) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), image)
-
-
 # ---- detection and classification of real faces ----------------------------------------------
 def test_the_detector_finds_each_collage_face_once_where_it_is(sample):
     faces = sample.images[list(COLLAGE_FACES)]
     image, truth = collage(faces)
-    found = FaceDetector().detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    found = HaarDetector().detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).boxes
     assert len(found) == len(truth)
     # Reading order: the i-th detection is the i-th face of the grid.
     assert all(iou(box, face) >= MIN_IOU for box, face in zip(found, truth))
@@ -108,8 +46,10 @@ def test_collage_command_finds_classifies_and_draws_every_face(sample, model, tm
     image, truth = collage(faces)
     write_png(tmp_path / "collage.png", image)
     out = tmp_path / "out"
+    # The collage's faces were chosen for the cascade (its box covers each 48x48 image); the
+    # default detector's collage test is in test_predict_faces.
     code, printed, _ = run(capsys, tmp_path / "collage.png", "--model", DEFAULT_MODEL,
-                           "--out", out)
+                           "--out", out, "--detector", "haar")
     assert code == 0
     rows = read_rows(out / "faces.csv")
     assert len(rows) == len(truth)
@@ -179,7 +119,8 @@ def test_folder_run_counts_faces_and_lists_skipped_files(sample, tmp_path, capsy
     write_png(folder / ".hidden.png", collage(picks[:1])[0])
     out = tmp_path / "out"
 
-    code, printed, _ = run(capsys, folder, "--out", out)
+    # Per-face charts are opt-in for folders (test_predict_speed checks the default).
+    code, printed, _ = run(capsys, folder, "--out", out, "--face-charts")
 
     assert code == 0
     rows = read_rows(out / "faces.csv")
@@ -205,21 +146,6 @@ def test_folder_run_counts_faces_and_lists_skipped_files(sample, tmp_path, capsy
     assert "no face found in 1 image(s): blank.png" in printed
     assert f"  TOTAL {6:15d}" in printed
     assert ".hidden" not in printed + (out / "inputs.csv").read_text()
-
-
-def write_video(path, faces, n_frames: int, blank_every: int, fps: float = 10.0) -> None:
-    """Frames showing faces[f % len(faces)] (upscaled), every blank_every-th frame empty."""
-    side = 48 * UPSCALE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240))
-    assert writer.isOpened()
-    for frame in range(n_frames):
-        image = np.full((240, 320, 3), BACKGROUND, np.uint8)
-        if frame % blank_every != blank_every - 1:
-            big = cv2.resize(faces[frame % len(faces)], (side, side),
-                             interpolation=cv2.INTER_CUBIC)
-            image[24:24 + side, 64:64 + side] = big[..., None]
-        writer.write(image)
-    writer.release()
 
 
 def test_video_run_counts_the_faces_of_each_frame(sample, tmp_path, capsys):

@@ -1,27 +1,20 @@
-"""What the app reads: images, folders of them and videos, as items (an image or a frame with its
-faces cropped) or problems (a folder's file that cannot be read)."""
+"""What the app reads: images, folders of them, videos and cameras, turned into items (an image
+or a frame with its faces found and cut out) or problems (a folder's file that cannot be
+read)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from loaders.sources import IMAGE_SIZE
-from utils.predict.faces import FaceDetector, crop_faces
-from utils.predict.model import EmotionModel
+from utils.predict.errors import PredictError
+from utils.predict.faces import Detections, cut_faces, face_regions, region_boxes
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".m4v")
-# Faces gathered from consecutive images or frames before the network runs on them, and the
-# most images or frames held meanwhile.
-FACES_PER_RUN = 32
-ITEMS_PER_RUN = 16
-
-
-class PredictError(ValueError):
-    """An input that cannot be used at all (missing, unreadable, a video that will not open)."""
 
 
 @dataclass
@@ -31,9 +24,14 @@ class Item:
     frame: int | None  # video frame number, from 0
     time: float | None  # seconds into the video
     image: np.ndarray  # BGR, as read
-    boxes: np.ndarray  # int [N, 4]: x, y, w, h
+    regions: np.ndarray  # float [N, 5]: each face's region (utils.predict.faces.face_regions)
+    scores: np.ndarray  # float [N]: the detector's confidence (NaN when it gives none)
     faces: np.ndarray  # uint8 [N, 48, 48]
     probabilities: np.ndarray | None = None
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return region_boxes(self.regions)
 
 
 @dataclass
@@ -66,76 +64,71 @@ def folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def open_video(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise PredictError(f"{path}: OpenCV cannot open this video")
-    return capture
+class FaceFinder:
+    """Faces found in an image (with ``detector=None``, the whole image taken as one face) and
+    cut out as 48x48 crops. Safe to call from several threads at once."""
 
-
-class Analyser:
-    """Faces found (or, with detect=False, each whole image taken as one face) and cropped."""
-
-    def __init__(self, detector: FaceDetector | None):
+    def __init__(self, detector, align: bool = True):
         self.detector = detector
+        self.align = align
 
-    def item(self, source, image, frame=None, time=None) -> Item:
+    def item(self, source: str, image: np.ndarray, frame: int | None = None,
+             time: float | None = None) -> Item:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        if self.detector is None:
-            boxes = np.array([[0, 0, gray.shape[1], gray.shape[0]]])
-        else:
-            boxes = self.detector.detect(gray)
-        return Item(source, frame, time, image, boxes, crop_faces(gray, boxes, IMAGE_SIZE))
+        found = (Detections.whole(*gray.shape) if self.detector is None
+                 else self.detector.detect(image))
+        regions = face_regions(found, self.align)
+        return Item(source, frame, time, image, regions, found.scores,
+                    cut_faces(gray, regions, IMAGE_SIZE))
 
-    def images(self, paths: Iterable[Path], root: Path | None) -> Iterator[Item | Problem]:
-        for path in paths:
-            name = str(path.relative_to(root)) if root else path.name
-            try:
-                image = read_image(path)
-            except OSError as err:
-                yield Problem(name, f"cannot be read ({err.strerror or err})")
-                continue
-            if image is None:
-                yield Problem(name, "not an image OpenCV can read")
-                continue
-            yield self.item(name, image)
+    def image_file(self, path: Path, name: str) -> Item | Problem:
+        try:
+            image = read_image(path)
+        except OSError as err:
+            return Problem(name, f"cannot be read ({err.strerror or err})")
+        if image is None:
+            return Problem(name, "not an image OpenCV can read")
+        return self.item(name, image)
 
-    def frames(self, capture: cv2.VideoCapture, name: str, every: int) -> Iterator[Item]:
-        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        frame = 0
+
+class VideoReader:
+    """The frames of a video file or a camera (an int: OpenCV's device index), and whether
+    reading stopped before the end the container announced."""
+
+    def __init__(self, source: Path | int):
+        self.name = f"camera {source}" if isinstance(source, int) else Path(source).name
+        self.capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        if not self.capture.isOpened():
+            self.capture.release()
+            if isinstance(source, int):
+                raise PredictError(f"{self.name}: OpenCV cannot open this camera; check that it "
+                                   f"is connected and not in use by another program, or give "
+                                   f"a video file")
+            raise PredictError(f"{source}: OpenCV cannot open this video")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
+        # A camera announces no length (0 or -1).
+        self.announced = max(0, int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        self.frames_read = 0
+
+    def frames(self, every: int = 1) -> Iterator[tuple[int, float | None, np.ndarray]]:
+        """(frame number, seconds into the video, BGR image) of every ``every``-th frame."""
         while True:
-            ok, image = capture.read()
+            ok, image = self.capture.read()
             if not ok:
                 return
+            frame = self.frames_read
+            self.frames_read += 1
             if frame % every == 0:
-                yield self.item(name, image, frame, frame / fps if fps else None)
-            frame += 1
+                yield frame, frame / self.fps if self.fps else None, image
 
+    def stopped_early(self) -> str | None:
+        """A sentence if reading stopped before the frame count the container announced."""
+        if not self.announced or self.frames_read >= self.announced:
+            return None
+        return (f"{self.name}: reading stopped at frame {self.frames_read} of the "
+                f"{self.announced} frames its container announces (the file is truncated or "
+                f"damaged); the outputs cover frames 0-{self.frames_read - 1}; repair or "
+                f"re-encode the video to analyse the rest")
 
-def classified(items: Iterable[Item | Problem], model: EmotionModel,
-               augment: bool) -> Iterator[Item | Problem]:
-    """The items in order, each with its faces' probabilities; the network runs on the faces
-    of several consecutive items at once."""
-    pending: list[Item | Problem] = []
-
-    def flush():
-        analysed = [item for item in pending if isinstance(item, Item)]
-        if analysed:
-            probabilities = model.probabilities(
-                np.concatenate([item.faces for item in analysed]), augment)
-            ends = np.cumsum([len(item.faces) for item in analysed])[:-1]
-            for item, rows in zip(analysed, np.split(probabilities, ends)):
-                item.probabilities = rows
-        yield from pending
-        pending.clear()
-
-    n_faces = 0
-    for item in items:
-        pending.append(item)
-        n_faces += len(item.faces) if isinstance(item, Item) else 0
-        # Frames are held until classified: bound them too, not only the faces.
-        if n_faces >= FACES_PER_RUN or len(pending) >= ITEMS_PER_RUN:
-            yield from flush()
-            n_faces = 0
-    yield from flush()
+    def release(self) -> None:
+        self.capture.release()

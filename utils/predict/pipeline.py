@@ -1,54 +1,188 @@
-"""A run over an image, a folder or a video: items read, classified in batches, reported."""
+"""A run over an image, a folder or a video: images decoded and faces found by a pool of threads,
+the faces of consecutive items classified together in fixed-shape batches, outputs written by
+writer threads while the next items are read.
+
+Ctrl-C stops reading; what was analysed is written (tables, summary) and ``Interrupted``
+carries its summary. Any other failure leaves the output folder as it was.
+"""
 from __future__ import annotations
 
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
-import cv2
+import numpy as np
+from tqdm import tqdm
 
-from utils.predict.faces import FaceDetector
-from utils.predict.inputs import (Analyser, PredictError, Problem, classified, folder_files,
-                                  input_kind, open_video)
-from utils.predict.model import EmotionModel
-from utils.predict.report import Report
+from utils.predict.errors import Interrupted, PredictError
+from utils.predict.inputs import (FaceFinder, Item, Problem, VideoReader, folder_files,
+                                  input_kind)
+from utils.predict.output import OutputFolder, check_output_folder
+from utils.predict.report import UNITS, Report
+
+# Faces gathered from consecutive images or frames before the network runs on them (with the
+# mirror view, one large batch), and the most images or frames held meanwhile.
+FACES_PER_RUN = 128
+ITEMS_PER_RUN = 64
 
 
-def predict(input_path: Path, model: EmotionModel, out: Path | None = None, *,
-            detector: FaceDetector | None, augment: bool = True, every: int = 1,
-            face_charts: bool | None = None) -> list[str]:
+def ordered_map(pool: ThreadPoolExecutor, function: Callable, jobs: Iterable,
+                window: int) -> Iterator:
+    """function(job) for each job, computed by the pool, yielded in the jobs' order; at most
+    ``window`` jobs in flight. Closing the iterator cancels the jobs not started."""
+    pending: deque = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(function, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def classified(items: Iterable[Item | Problem], model, augment: bool,
+               faces_per_run: int = FACES_PER_RUN,
+               items_per_run: int = ITEMS_PER_RUN) -> Iterator[Item | Problem]:
+    """The items in order, each with its faces' probabilities; the network runs on the faces
+    of several consecutive items at once."""
+    pending: list[Item | Problem] = []
+
+    def flush():
+        analysed = [item for item in pending if isinstance(item, Item)]
+        if analysed:
+            probabilities = model.probabilities(
+                np.concatenate([item.faces for item in analysed]), augment)
+            ends = np.cumsum([len(item.faces) for item in analysed])[:-1]
+            for item, rows in zip(analysed, np.split(probabilities, ends)):
+                item.probabilities = rows
+        yield from pending
+        pending.clear()
+
+    n_faces = 0
+    for item in items:
+        pending.append(item)
+        n_faces += len(item.faces) if isinstance(item, Item) else 0
+        # Frames are held until classified: bound them too, not only the faces.
+        if n_faces >= faces_per_run or len(pending) >= items_per_run:
+            yield from flush()
+            n_faces = 0
+    yield from flush()
+
+
+def analyse(items: Iterable[Item | Problem], model, augment: bool, report: Report,
+            bar: tqdm, on_item: Callable | None = None, **run_sizes) -> tuple[bool, float]:
+    """Classify and report every item; (interrupted by Ctrl-C, seconds taken). ``on_item``
+    sees each classified item and returns False to stop (the camera's window closed)."""
+    start = time.perf_counter()
+    interrupted = False
+    stream = classified(items, model, augment, **run_sizes)
+    try:
+        for item in stream:
+            report.add(item)
+            bar.update()
+            if on_item is not None and not on_item(item):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stream.close()
+        bar.close()
+    return interrupted, time.perf_counter() - start
+
+
+def conclude(report: Report, model, augment: bool, interrupted: bool, seconds: float,
+             notes: list[str]) -> list[str]:
+    """Write the summary and tables, move the folder into place; raise Interrupted after
+    writing them if Ctrl-C stopped the run."""
+    if interrupted:
+        unit = UNITS[report.kind]
+        notes = [*notes, f"interrupted (Ctrl-C) after {report.n_items} {unit}(s): the outputs "
+                         f"cover what was analysed until then"]
+    lines = report.finish(model.describe(augment), seconds, notes)
+    report.folder.commit()
+    if interrupted:
+        raise Interrupted(lines, report.folder.out)
+    return lines
+
+
+def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFinder,
+            augment: bool = True, every: int = 1, face_charts: bool | None = None,
+            overwrite: bool = False, workers: int | None = None) -> list[str]:
     """Analyse an image, a folder or a video, write the outputs into ``out`` (default
-    predictions/<input name>/) and return the summary's lines. ``detector=None`` takes each
-    image or frame as one face. Raises PredictError for an input that cannot be used at all;
-    a folder's unreadable files are skipped and listed instead."""
+    predictions/<input name>/) and return the summary's lines. ``model`` is an EmotionModel
+    or an Ensemble. Raises PredictError for an input or output that cannot be used at all
+    (a folder's unreadable files are skipped and listed instead), Interrupted after writing
+    the outputs of what was analysed when Ctrl-C stops the run."""
     if every < 1:
         raise PredictError(f"--every must be at least 1, got {every}")
     input_path = Path(input_path)
     kind = input_kind(input_path)
     files = folder_files(input_path) if kind == "folder" else [input_path]
-    input_name = input_path.name if kind == "folder" else input_path.stem
-    report = Report(Path(out) if out is not None else Path("predictions") / input_name, kind,
-                    input_path.name, model.class_names, every=every,
-                    face_charts=face_charts if face_charts is not None else kind != "video")
-    analyser = Analyser(detector)
-    capture = None
-    if kind == "video":
-        capture = open_video(input_path)
-        report.fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        items = analyser.frames(capture, input_path.name, every)
-    else:
-        items = analyser.images(files, input_path if kind == "folder" else None)
+    out = Path(out) if out is not None else Path("predictions") / (
+        input_path.name if kind == "folder" else input_path.stem)
+    check_output_folder(out, overwrite)
+    workers = workers or os.cpu_count() or 2
+    charts = face_charts if face_charts is not None else kind == "image"
+    with ThreadPoolExecutor(workers, thread_name_prefix="predict-reader") as pool:
+        if kind == "video":
+            return _video(input_path, model, out, finder, pool, workers, augment=augment,
+                          every=every, face_charts=charts, overwrite=overwrite)
         if kind == "image":
-            items = list(items)
-            if isinstance(items[0], Problem):
-                raise PredictError(f"{input_path}: {items[0].reason}")
+            item = finder.image_file(input_path, input_path.name)
+            if isinstance(item, Problem):
+                raise PredictError(f"{input_path}: {item.reason}")
+            items, total = [item], 1
+        else:
+            items = ordered_map(pool, lambda path: finder.image_file(
+                path, str(path.relative_to(input_path))), files, window=8 * workers)
+            total = len(files)
+        report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
+                        model.class_names, charts)
+        return run(report, items, model, augment, total=total, notes=lambda: [])
+
+
+def _video(path: Path, model, out: Path, finder: FaceFinder, pool, workers: int, *,
+           augment: bool, every: int, face_charts: bool, overwrite: bool) -> list[str]:
+    reader = VideoReader(path)
     try:
-        for item in classified(items, model, augment):
-            report.add(item)
-    except BaseException:
-        report.discard_video()
-        raise
+        report = Report(OutputFolder(out, overwrite, workers), "video", path.name,
+                        model.class_names, face_charts, fps=reader.fps, every=every)
+        items = ordered_map(pool, lambda frame: finder.item(path.name, frame[2], *frame[:2]),
+                            reader.frames(every), window=4 * workers)
+        total = -(-reader.announced // every) if reader.announced else None
+
+        def notes():
+            if report.n_items == 0:
+                raise PredictError(f"{path}: no frame could be read from this video")
+            stopped = reader.stopped_early()
+            return [f"warning: {stopped}"] if stopped else []
+
+        return run(report, items, model, augment, total=total, notes=notes)
     finally:
-        if capture is not None:
-            capture.release()
-    if kind == "video" and report.n_items == 0:
-        raise PredictError(f"{input_path}: no frame could be read from this video")
-    return report.finish(model.describe(augment))
+        reader.release()
+
+
+def run(report: Report, items, model, augment: bool, *, total: int | None,
+        notes: Callable[[], list[str]], on_item: Callable | None = None,
+        **run_sizes) -> list[str]:
+    """Analyse, then conclude (``notes()`` gives the summary's closing remarks, or raises if
+    the run has nothing to report); on any failure the unfinished output folder is deleted."""
+    try:
+        bar = tqdm(total=total, unit=UNITS[report.kind], desc=report.input_name,
+                   disable=True if report.kind == "image" else None, leave=False)
+        interrupted, seconds = analyse(items, model, augment, report, bar, on_item,
+                                       **run_sizes)
+        return conclude(report, model, augment, interrupted, seconds,
+                        [] if interrupted and report.n_items == 0 else notes())
+    except Interrupted:
+        raise  # its outputs are in place
+    except BaseException:
+        report.close_video()
+        report.folder.discard()
+        raise
