@@ -6,10 +6,15 @@ import csv
 from pathlib import Path
 
 import cv2
+import jax
 import numpy as np
+import pytest
 
-from loaders.sources import CLASS_NAMES
-from utils.predict import main
+from loaders.sample import SAMPLE_CSV
+from loaders.sources import CLASS_NAMES, read_csv
+from utils import model_io
+from utils.networks import get_network
+from utils.predict import DEFAULT_MODEL, EmotionModel, main
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
@@ -32,6 +37,18 @@ MEAN_PROBABILITY_DIFFERENCE = 0.15
 # Where the original's two highest probabilities are at least this far apart, the crop must
 # get the same label; closer than that, resampling may rightly tip the balance.
 CLEAR_MARGIN = 0.2
+
+
+# Fixtures `sample` (the built-in sample's faces) and `model` (the default model): a test module
+# that imports these functions can ask for them by those names.
+@pytest.fixture(scope="module", name="sample")
+def sample_fixture():
+    return read_csv(SAMPLE_CSV)
+
+
+@pytest.fixture(scope="module", name="model")
+def model_fixture():
+    return EmotionModel(DEFAULT_MODEL)
 
 
 def collage(faces: np.ndarray, columns: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -92,3 +109,32 @@ def write_video(path, faces, n_frames: int, blank_every: int, fps: float = 10.0)
             image[24:24 + side, 64:64 + side] = big[..., None]
         writer.write(image)
     writer.release()
+
+
+def resaved_model(tmp_path, change=lambda header: None, format_version=None,
+                  change_params=lambda params: None) -> str:
+    """The default model's file re-saved after change(header) edited its header and
+    change_params(params) its parameters, and under another format version if one is given."""
+    header, payload = model_io.load(DEFAULT_MODEL, model_io.MODEL_FORMAT)
+    change(header)
+    change_params(payload["params"])
+    path = tmp_path / "changed.msgpack"
+    with pytest.MonkeyPatch.context() as patch:
+        if format_version is not None:
+            patch.setattr(model_io, "FORMAT_VERSION", format_version)
+        model_io.save(path, model_io.MODEL_FORMAT, header,
+                      {"params": payload["params"], "bn_state": payload["bn_state"]})
+    return str(path)
+
+
+def variant_model(tmp_path, variant: str, im_dim: int) -> str:
+    """A model file of network S (random weights) as the launcher saves one trained on
+    `variant`."""
+    network = get_network("S", im_dim=[im_dim, im_dim], n_hidden=[16])
+    params, bn_state = network.init(jax.random.key(1))
+    header = {"config": {"network": "S", "im_dim": [im_dim, im_dim]}, "network": "S",
+              "network_options": network.options, "class_names": list(CLASS_NAMES),
+              "dataset_variant": variant}
+    path = tmp_path / f"{variant}.msgpack"
+    model_io.save(path, model_io.MODEL_FORMAT, header, {"params": params, "bn_state": bn_state})
+    return str(path)

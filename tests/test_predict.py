@@ -3,32 +3,19 @@ every kind of bad input. The shipped default model classifies; one compiled copy
 from __future__ import annotations
 
 import cv2
-import jax
 import numpy as np
 import pytest
 
 from loaders.augment import get_variant
 from loaders.batches import scale_pixels
-from loaders.sample import SAMPLE_CSV
-from loaders.sources import CLASS_NAMES, read_csv
-from predict_support import (BACKGROUND, CLEAR_MARGIN, COLLAGE_FACES,
-                             MAX_PROBABILITY_DIFFERENCE, MEAN_PROBABILITY_DIFFERENCE, MIN_IOU,
-                             collage, iou, probabilities_of, read_rows, run, write_png,
-                             write_video)
+from loaders.sources import CLASS_NAMES
+from predict_support import (BACKGROUND, CLEAR_MARGIN, COLLAGE_FACES, MAX_PROBABILITY_DIFFERENCE,
+                             MEAN_PROBABILITY_DIFFERENCE, MIN_IOU, collage, iou, model_fixture,
+                             probabilities_of, read_rows, resaved_model, run, sample_fixture,
+                             variant_model, write_png, write_video)
 from utils import model_io
-from utils.networks import get_network
 from utils.predict import DEFAULT_MODEL, EmotionModel
 from utils.predict.faces import HaarDetector, crop_faces
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return read_csv(SAMPLE_CSV)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return EmotionModel(DEFAULT_MODEL)
 
 
 # ---- detection and classification of real faces ----------------------------------------------
@@ -150,7 +137,7 @@ def test_folder_run_counts_faces_and_lists_skipped_files(sample, tmp_path, capsy
 
 def test_video_run_counts_the_faces_of_each_frame(sample, tmp_path, capsys):
     video = tmp_path / "clip.avi"
-    # 20 frames: more than utils.predict holds at once, so the stream is classified in parts.
+    # 20 frames (test_predict_models checks a stream classified in several runs).
     write_video(video, sample.images[list(COLLAGE_FACES[:4])], n_frames=20, blank_every=4)
     out = tmp_path / "out"
 
@@ -226,20 +213,6 @@ def test_bad_detector_settings_and_frame_step_are_refused(tmp_path, capsys, samp
     assert code == 2 and error == "error: --every must be at least 1, got 0\n"
 
 
-def resaved_model(tmp_path, change=lambda header: None, format_version=None) -> str:
-    """The default model's file re-saved after change(header) edited its header, and under
-    another format version if one is given."""
-    header, payload = model_io.load(DEFAULT_MODEL, model_io.MODEL_FORMAT)
-    change(header)
-    path = tmp_path / "changed.msgpack"
-    with pytest.MonkeyPatch.context() as patch:
-        if format_version is not None:
-            patch.setattr(model_io, "FORMAT_VERSION", format_version)
-        model_io.save(path, model_io.MODEL_FORMAT, header,
-                      {"params": payload["params"], "bn_state": payload["bn_state"]})
-    return str(path)
-
-
 def test_unusable_models_are_clear_errors(tmp_path, capsys, sample):
     image = tmp_path / "face.png"
     write_png(image, collage(sample.images[:1])[0])
@@ -267,19 +240,6 @@ def test_unusable_models_are_clear_errors(tmp_path, capsys, sample):
     not_a_model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     assert refused(not_a_model).startswith(f"error: {not_a_model}: not a fer-jax model file")
     assert refused(tmp_path / "nowhere") == f"error: {tmp_path / 'nowhere'}: no such file\n"
-
-
-def variant_model(tmp_path, variant: str, im_dim: int) -> str:
-    """A model file of network S (random weights) as the launcher saves one trained on
-    `variant`."""
-    network = get_network("S", im_dim=[im_dim, im_dim], n_hidden=[16])
-    params, bn_state = network.init(jax.random.key(1))
-    header = {"config": {"network": "S", "im_dim": [im_dim, im_dim]}, "network": "S",
-              "network_options": network.options, "class_names": list(CLASS_NAMES),
-              "dataset_variant": variant}
-    path = tmp_path / f"{variant}.msgpack"
-    model_io.save(path, model_io.MODEL_FORMAT, header, {"params": params, "bn_state": bn_state})
-    return str(path)
 
 
 @pytest.mark.parametrize("variant, im_dim, n_views", [

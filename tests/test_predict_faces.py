@@ -7,11 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from loaders.sample import SAMPLE_CSV
-from loaders.sources import CLASS_NAMES, read_csv
+from loaders.sources import CLASS_NAMES
 from predict_support import (CLEAR_MARGIN, COLLAGE_FACES, FIXTURES, MAX_PROBABILITY_DIFFERENCE,
                              MEAN_PROBABILITY_DIFFERENCE, collage, iou, probabilities_of,
-                             read_rows, run, write_png)
+                             read_rows, run, sample_fixture, write_png)
 from utils.predict import DEFAULT_MODEL, EmotionModel
 from utils.predict.faces import (DetectorSettings, FaceDetectorError, HaarDetector,
                                  YuNetDetector, crop_faces, cut_faces, face_regions,
@@ -23,11 +22,6 @@ HAND_MARKED = {"astronaut.png": (180, 80, 90, 100), "camera.png": (200, 120, 55,
 # square matches the 48x48 image less closely than the cascade's chosen boxes do: on the
 # collage, IoU 0.64 at worst.
 YUNET_COLLAGE_IOU = 0.6
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return read_csv(SAMPLE_CSV)
 
 
 def photo(name: str) -> np.ndarray:

@@ -87,7 +87,7 @@ class LabelSmoother:
             tracks.append((box, history))
             smoothed.append(np.mean(history, axis=0))
         self.tracks = tracks  # a face missing from a frame starts again
-        return np.array(smoothed).reshape(len(boxes), -1)
+        return np.array(smoothed).reshape(len(boxes), probabilities.shape[-1])
 
 
 def camera_source(text: str) -> int | Path:

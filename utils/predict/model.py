@@ -75,10 +75,10 @@ class EmotionModel:
         """The network's pre-softmax outputs for float images [B, S, S, 1] in [0, 1]."""
         return self._on_floats(self._params, self._bn_state, x)
 
-    def logits(self, faces: np.ndarray, augment: bool) -> np.ndarray:
-        """float64 [N, classes] for uint8 48x48 faces [N, 48, 48]: the plain view's outputs,
-        or with ``augment`` their mean over the test-time views. All the faces' views go
-        through the network together, in batches of a fixed shape."""
+    def start(self, faces: np.ndarray, augment: bool) -> PendingOutputs:
+        """Start the network on uint8 48x48 faces [N, 48, 48] and return at once (JAX runs it
+        in its own threads): the plain view, or with ``augment`` every test-time view. All the
+        faces' views go through together, in batches of a fixed shape."""
         views = (self.test_views.augment(faces) if augment
                  else self.variant.test_view(faces)[:, None])
         n_faces, n_views, height, width = views.shape
@@ -86,15 +86,34 @@ class EmotionModel:
         batch = SMALL_BATCH_VIEWS if len(flat) <= SMALL_BATCH_VIEWS else BATCH_VIEWS
         padded = -(-len(flat) // batch) * batch
         flat = np.concatenate([flat, np.zeros((padded - len(flat), height, width), np.uint8)])
-        outputs = [np.asarray(self._on_pixels(self._params, self._bn_state,
-                                              flat[start:start + batch]))
+        outputs = [self._on_pixels(self._params, self._bn_state, flat[start:start + batch])
                    for start in range(0, padded, batch)]
-        n_classes = len(self.class_names)
-        outputs = np.concatenate(outputs) if outputs else np.zeros((0, n_classes), np.float32)
-        return mean_view_logits(outputs[:n_faces * n_views], n_views)
+        return PendingOutputs(outputs, n_faces, n_views, len(self.class_names))
+
+    def logits(self, faces: np.ndarray, augment: bool) -> np.ndarray:
+        """float64 [N, classes]: the plain view's outputs, or with ``augment`` their mean over
+        the test-time views."""
+        return self.start(faces, augment).logits()
 
     def probabilities(self, faces: np.ndarray, augment: bool) -> np.ndarray:
-        return softmax(self.logits(faces, augment))
+        return self.start(faces, augment).probabilities()
+
+
+class PendingOutputs:
+    """The network's outputs for some faces, being computed; logits() waits for them."""
+
+    def __init__(self, outputs: list, n_faces: int, n_views: int, n_classes: int):
+        self._outputs, self.n_faces, self.n_views = outputs, n_faces, n_views
+        self.n_classes = n_classes
+
+    def logits(self) -> np.ndarray:
+        outputs = ([np.asarray(batch) for batch in self._outputs] if self._outputs
+                   else [np.zeros((0, self.n_classes), np.float32)])
+        return mean_view_logits(np.concatenate(outputs)[:self.n_faces * self.n_views],
+                                self.n_views)
+
+    def probabilities(self) -> np.ndarray:
+        return softmax(self.logits())
 
 
 class Ensemble:
@@ -118,8 +137,19 @@ class Ensemble:
         return (f"ensemble of {len(self.models)} models, probabilities averaged: "
                 + "; ".join(model.describe(augment) for model in self.models))
 
+    def start(self, faces: np.ndarray, augment: bool) -> PendingEnsemble:
+        return PendingEnsemble([model.start(faces, augment) for model in self.models])
+
     def probabilities(self, faces: np.ndarray, augment: bool) -> np.ndarray:
-        return np.mean([model.probabilities(faces, augment) for model in self.models], axis=0)
+        return self.start(faces, augment).probabilities()
+
+
+class PendingEnsemble:
+    def __init__(self, pending: list[PendingOutputs]):
+        self.pending = pending
+
+    def probabilities(self) -> np.ndarray:
+        return np.mean([outputs.probabilities() for outputs in self.pending], axis=0)
 
 
 def load_models(paths) -> Ensemble:

@@ -25,8 +25,9 @@ from utils.predict.report import UNITS, Report
 
 # Faces gathered from consecutive images or frames before the network runs on them (with the
 # mirror view, one large batch), and the most images or frames held meanwhile.
-FACES_PER_RUN = 128
-ITEMS_PER_RUN = 64
+FACES_PER_RUN = 512
+ITEMS_PER_RUN = 256
+IMAGE_BYTES_PER_RUN = 150_000_000  # five 10-megapixel colour photos
 
 
 def ordered_map(pool: ThreadPoolExecutor, function: Callable, jobs: Iterable,
@@ -47,32 +48,49 @@ def ordered_map(pool: ThreadPoolExecutor, function: Callable, jobs: Iterable,
 
 
 def classified(items: Iterable[Item | Problem], model, augment: bool,
-               faces_per_run: int = FACES_PER_RUN,
-               items_per_run: int = ITEMS_PER_RUN) -> Iterator[Item | Problem]:
-    """The items in order, each with its faces' probabilities; the network runs on the faces
-    of several consecutive items at once."""
+               faces_per_run: int = FACES_PER_RUN, items_per_run: int = ITEMS_PER_RUN,
+               image_bytes_per_run: int = IMAGE_BYTES_PER_RUN) -> Iterator[Item | Problem]:
+    """The items in order, each with its faces' probabilities. The network runs on the faces
+    of several consecutive items at once, and while it runs the next items are read: a run's
+    items are yielded once the next run has started."""
     pending: list[Item | Problem] = []
+    running = None  # (items, the analysed ones, the model's pending outputs)
 
-    def flush():
-        analysed = [item for item in pending if isinstance(item, Item)]
-        if analysed:
-            probabilities = model.probabilities(
-                np.concatenate([item.faces for item in analysed]), augment)
+    def start_run():
+        analysed = [item for item in pending if isinstance(item, Item) and len(item.faces)]
+        started = (model.start(np.concatenate([item.faces for item in analysed]), augment)
+                   if analysed else None)
+        return list(pending), analysed, started
+
+    def finish_run(run):
+        run_items, analysed, started = run
+        for item in run_items:
+            if isinstance(item, Item):
+                item.probabilities = np.zeros((0, len(model.class_names)))
+        if started is not None:
+            probabilities = started.probabilities()
             ends = np.cumsum([len(item.faces) for item in analysed])[:-1]
             for item, rows in zip(analysed, np.split(probabilities, ends)):
                 item.probabilities = rows
-        yield from pending
-        pending.clear()
+        return run_items
 
-    n_faces = 0
+    n_faces = n_bytes = 0
     for item in items:
         pending.append(item)
-        n_faces += len(item.faces) if isinstance(item, Item) else 0
-        # Frames are held until classified: bound them too, not only the faces.
-        if n_faces >= faces_per_run or len(pending) >= items_per_run:
-            yield from flush()
-            n_faces = 0
-    yield from flush()
+        if isinstance(item, Item):
+            n_faces, n_bytes = n_faces + len(item.faces), n_bytes + item.image.nbytes
+        # Images are held until classified: bound them too, not only the faces.
+        if (n_faces >= faces_per_run or len(pending) >= items_per_run
+                or n_bytes >= image_bytes_per_run):
+            previous, running = running, start_run()
+            pending.clear()
+            n_faces = n_bytes = 0
+            if previous is not None:
+                yield from finish_run(previous)
+    if running is not None:
+        yield from finish_run(running)
+    if pending:
+        yield from finish_run(start_run())
 
 
 def analyse(items: Iterable[Item | Problem], model, augment: bool, report: Report,
@@ -140,7 +158,7 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
             items, total = [item], 1
         else:
             items = ordered_map(pool, lambda path: finder.image_file(
-                path, str(path.relative_to(input_path))), files, window=8 * workers)
+                path, str(path.relative_to(input_path))), files, window=4 * workers)
             total = len(files)
         report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
                         model.class_names, charts)
