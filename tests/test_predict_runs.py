@@ -36,6 +36,10 @@ def test_out_naming_a_file_is_refused_and_the_file_kept(crops, tmp_path, capsys)
     assert error == (f"error: {target}: --out must be a folder, but this is a file; nothing was "
                      f"written; give a folder path (it is created if missing)\n")
     assert target.read_text() == "mine\n"
+    code, _, error = run(capsys, crops, "--no-detect", "--out", target / "inside")
+    assert code == 2 and error == (
+        f"error: {target / 'inside'}: cannot create the output folder there (Not a directory); "
+        f"nothing was written; give --out a folder you can write to\n")
 
 
 def test_a_rerun_into_an_earlier_runs_folder_is_refused_unless_overwrite(sample, crops,

@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{stopped.out}; run the command again (with --overwrite) to analyse everything",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:  # writing the outputs failed (a full disk, a folder removed)
+        print(f"error: {err.filename or 'the outputs'}: {err.strerror or err}; the run stopped "
+              f"and nothing was written (an earlier run's outputs are unchanged); free some "
+              f"space or give another --out", file=sys.stderr)
+        return EXIT_UNUSABLE
     except KeyboardInterrupt:
         print("interrupted before the outputs were complete: nothing was written (an earlier "
               "run's outputs are unchanged); run the command again", file=sys.stderr)

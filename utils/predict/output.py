@@ -42,15 +42,23 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
 
 
 class OutputFolder:
-    """Files written by a pool of threads into a fresh folder, renamed into place by commit()."""
+    """Files written by a pool of threads (and, in order, by one more thread: the annotated
+    video) into a fresh folder, renamed into place by commit()."""
 
     def __init__(self, out: Path, overwrite: bool = False, workers: int = 2):
         check_output_folder(out, overwrite)
         self.out = out
-        self.path = out.parent / f".{out.name}.partial{os.getpid()}"
-        shutil.rmtree(self.path, ignore_errors=True)  # a killed run of this process id
-        self.path.mkdir(parents=True)
+        target = Path(os.path.abspath(out))  # `--out .` has a parent and a name too
+        self.path = target.parent / f".{target.name}.partial{os.getpid()}"
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)  # a killed run of this process id
+            self.path.mkdir(parents=True)
+        except OSError as err:
+            raise PredictError(f"{out}: cannot create the output folder there ({err.strerror}); "
+                               f"nothing was written; give --out a folder you can write "
+                               f"to") from None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="predict-writer")
+        self._in_order_thread = ThreadPoolExecutor(1, thread_name_prefix="predict-in-order")
         self._pending: list[Future] = []
         self.written: dict[str, int] = {}  # top-level output -> files in it
 
@@ -61,8 +69,14 @@ class OutputFolder:
         """Write ``make()``'s bytes (encoding runs in a writer thread too) to ``relative``."""
         key = relative.split("/")[0] + ("/" if "/" in relative else "")
         self.written[key] = self.written.get(key, 0) + 1
-        target = self.path / relative
-        self._pending.append(self._pool.submit(_write_file, target, make))
+        self._queue(self._pool, _write_file, self.path / relative, make)
+
+    def in_order(self, function, *args) -> None:
+        """Run function(*args) in a thread of its own, after the ones submitted before."""
+        self._queue(self._in_order_thread, function, *args)
+
+    def _queue(self, pool: ThreadPoolExecutor, function, *args) -> None:
+        self._pending.append(pool.submit(function, *args))
         if len(self._pending) > _MOST_PENDING_WRITES:
             self._pending.pop(0).result()
 
@@ -75,21 +89,26 @@ class OutputFolder:
     def commit(self) -> None:
         """Replace ``out`` by the complete new folder (an earlier run's is deleted after)."""
         self.finish_writes()
-        self._pool.shutdown()
+        self._shutdown(cancel=False)
+        target = Path(os.path.abspath(self.out))
         earlier = None
-        if self.out.is_dir() and any(self.out.iterdir()):
-            earlier = self.out.parent / f".{self.out.name}.earlier{os.getpid()}"
-            os.replace(self.out, earlier)
-        elif self.out.is_dir():
-            self.out.rmdir()
-        os.replace(self.path, self.out)
+        if target.is_dir() and any(target.iterdir()):
+            earlier = target.parent / f".{target.name}.earlier{os.getpid()}"
+            os.replace(target, earlier)
+        elif target.is_dir():
+            target.rmdir()
+        os.replace(self.path, target)
         if earlier is not None:
             shutil.rmtree(earlier, ignore_errors=True)
 
     def discard(self) -> None:
         """Delete the unfinished folder: ``out`` stays as it was."""
-        self._pool.shutdown(cancel_futures=True)
+        self._shutdown(cancel=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def _shutdown(self, cancel: bool) -> None:
+        self._pool.shutdown(cancel_futures=cancel)
+        self._in_order_thread.shutdown(cancel_futures=cancel)
 
 
 def _write_file(target: Path, make) -> None:

@@ -201,6 +201,6 @@ def run(report: Report, items, model, augment: bool, *, total: int | None,
     except Interrupted:
         raise  # its outputs are in place
     except BaseException:
+        report.folder.discard()  # waits for the frame being encoded, cancels the rest
         report.close_video()
-        report.folder.discard()
         raise

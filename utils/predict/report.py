@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -58,9 +57,6 @@ class Report:
     n_items: int = 0
     used_names: set = field(default_factory=set)
     video: cv2.VideoWriter | None = None
-    # The annotated video is encoded in order by one thread of its own, beside the main one.
-    video_thread: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="predict-video"))
 
     def add(self, item: Item | Problem) -> None:
         if isinstance(item, Problem):
@@ -70,7 +66,8 @@ class Report:
         if len(item.regions) == 0:
             self.no_face.append((item.source, item.frame))
         if self.kind == "video":
-            self.video_thread.submit(self._write_frame, item)
+            # Encoded in order by a thread of its own, beside the main one.
+            self.folder.in_order(self._write_frame, item)
             stem, where = f"frame{item.frame:06d}", f"frame {item.frame}"
         elif self.kind == "camera":
             stem, where = f"frame{item.frame:06d}", f"frame {item.frame}"
@@ -114,13 +111,15 @@ class Report:
         self.video.write(frame)
 
     def close_video(self) -> None:
-        self.video_thread.shutdown()
+        """Release the annotated video's writer (after its frames were written or cancelled)."""
         if self.video is not None:
             self.video.release()
+            self.video = None
 
     def finish(self, model_line: str, seconds: float, notes: list[str]) -> list[str]:
         """Write the tables, charts and summary; return the summary's lines (``notes``, such
         as an interruption or a truncated video, go at their end)."""
+        self.folder.finish_writes()
         self.close_video()
         header = ["source", "frame", "time_s", "face", "x", "y", "w", "h", "angle", "score",
                   *[f"p_{name}" for name in self.class_names], "label", "probability"]
