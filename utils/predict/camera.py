@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from utils.predict.drawing import annotate, label_text
-from utils.predict.errors import PredictError
+from utils.predict.errors import PredictError, ctrl_c_stops_gracefully
 from utils.predict.inputs import FaceFinder, Item, VideoReader
 from utils.predict.output import OutputFolder, check_output_folder
 from utils.predict.pipeline import ordered_map, run
@@ -129,7 +129,8 @@ def run_camera(source: int | Path, model, out: Path | None = None, *, finder: Fa
             return []
 
         # One frame is read and its faces found while the one before is classified and shown.
-        with ThreadPoolExecutor(1, thread_name_prefix="predict-camera") as pool:
+        with ctrl_c_stops_gracefully(), ThreadPoolExecutor(
+                1, thread_name_prefix="predict-camera") as pool:
             items = ordered_map(pool, lambda frame: finder.item(reader.name, frame[2],
                                                                 *frame[:2]),
                                 reader.frames(), window=2)

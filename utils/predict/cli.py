@@ -13,7 +13,7 @@ from pathlib import Path
 
 from utils.model_io import ModelFileError
 from utils.predict.camera import SMOOTHING_FRAMES, camera_source, run_camera
-from utils.predict.errors import Interrupted, PredictError
+from utils.predict.errors import Interrupted, PredictError, ctrl_c_stops_gracefully
 from utils.predict.faces import DETECTORS, DetectorSettings, FaceDetectorError, make_detector
 from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder, input_kind
 from utils.predict.model import DEFAULT_MODEL, load_models
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     try:
-        lines = run(args)
+        with ctrl_c_stops_gracefully():  # also while the model loads: checked when a run starts
+            lines = run(args)
     except (PredictError, ModelFileError, FaceDetectorError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_UNUSABLE

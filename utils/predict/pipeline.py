@@ -2,8 +2,9 @@
 the faces of consecutive items classified together in fixed-shape batches, outputs written by
 writer threads while the next items are read.
 
-Ctrl-C stops reading; what was analysed is written (tables, summary) and ``Interrupted``
-carries its summary. Any other failure leaves the output folder as it was.
+Ctrl-C stops the run between two images (``errors.ctrl_c_stops_gracefully``); what was
+analysed is written (tables, summary) and ``Interrupted`` carries its summary. Any other
+failure leaves the output folder as it was.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from utils.predict.errors import Interrupted, PredictError
+from utils.predict.errors import (Interrupted, PredictError, ctrl_c_requested,
+                                  ctrl_c_stops_gracefully)
 from utils.predict.inputs import (FaceFinder, Item, Problem, VideoReader, folder_files,
                                   input_kind)
 from utils.predict.output import OutputFolder, check_output_folder
@@ -104,9 +106,12 @@ def analyse(items: Iterable[Item | Problem], model, augment: bool, report: Repor
         for item in stream:
             report.add(item)
             bar.update()
+            if ctrl_c_requested():
+                interrupted = True
+                break
             if on_item is not None and not on_item(item):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised where no graceful handler was installed
         interrupted = True
     finally:
         stream.close()
@@ -147,7 +152,8 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
     check_output_folder(out, overwrite)
     workers = workers or os.cpu_count() or 2
     charts = face_charts if face_charts is not None else kind == "image"
-    with ThreadPoolExecutor(workers, thread_name_prefix="predict-reader") as pool:
+    with ctrl_c_stops_gracefully(), ThreadPoolExecutor(
+            workers, thread_name_prefix="predict-reader") as pool:
         if kind == "video":
             return _video(input_path, model, out, finder, pool, workers, augment=augment,
                           every=every, face_charts=charts, overwrite=overwrite)
@@ -192,6 +198,8 @@ def run(report: Report, items, model, augment: bool, *, total: int | None,
     """Analyse, then conclude (``notes()`` gives the summary's closing remarks, or raises if
     the run has nothing to report); on any failure the unfinished output folder is deleted."""
     try:
+        if ctrl_c_requested():
+            raise KeyboardInterrupt  # before anything was analysed: nothing is written
         bar = tqdm(total=total, unit=UNITS[report.kind], desc=report.input_name,
                    disable=True if report.kind == "image" else None, leave=False)
         interrupted, seconds = analyse(items, model, augment, report, bar, on_item,
