@@ -6,7 +6,7 @@ import sys
 from launcher_support import PROJECT
 
 PRODUCT_MODULES = ["utils", "utils.rna", "utils.training", "utils.networks", "utils.keywords",
-                   "utils.model_io", "utils.records", "utils.predict", "utils.benchmark",
+                   "utils.model_io", "utils.records", "utils.predict", "utils.predict.cli", "utils.benchmark",
                    "convnets.networks", "mlp.networks", "loaders.batches", "run_experiment"]
 
 

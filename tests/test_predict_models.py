@@ -1,0 +1,106 @@
+"""Models in the prediction app: files checked on load, ensembles, fixed compiled shapes, and
+the faces of many items classified in runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loaders.sample import SAMPLE_CSV
+from loaders.sources import CLASS_NAMES, read_csv
+from predict_support import (model_fixture, probabilities_of, read_rows, resaved_model, run,
+                             sample_fixture, variant_model, write_png)
+from utils.model_io import ModelFileError
+from utils.predict import DEFAULT_MODEL, EmotionModel, Ensemble, load_models
+from utils.predict.inputs import Item, Problem
+from utils.predict.model import BATCH_VIEWS, SMALL_BATCH_VIEWS
+from utils.predict.pipeline import classified
+
+
+def test_an_ensemble_averages_its_models_softmax_outputs(sample, model, tmp_path, capsys):
+    other_path = variant_model(tmp_path, "raw", 48)  # network S, random weights
+    faces = sample.images[:5]
+    for index, face in enumerate(faces):
+        write_png(tmp_path / "crops" / f"crop{index}.png", face)
+    code, printed, _ = run(capsys, tmp_path / "crops", "--no-detect", "--out", tmp_path / "out",
+                           "--model", DEFAULT_MODEL, "--model", other_path)
+    assert code == 0
+    expected = (model.probabilities(faces, True)
+                + EmotionModel(other_path).probabilities(faces, True)) / 2
+    rows = read_rows(tmp_path / "out" / "faces.csv")
+    np.testing.assert_allclose(probabilities_of(rows), expected, atol=1e-6)
+    assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
+    assert printed.startswith(f"ensemble of 2 models, probabilities averaged: model "
+                              f"{DEFAULT_MODEL} (network S")
+    single = load_models([DEFAULT_MODEL])
+    np.testing.assert_array_equal(single.probabilities(faces, True),
+                                  model.probabilities(faces, True))
+
+
+def test_models_of_other_classes_cannot_form_an_ensemble(tmp_path):
+    renamed = resaved_model(tmp_path, lambda h: h.update(
+        class_names=[name.upper() for name in h["class_names"]]))
+    with pytest.raises(ModelFileError, match=f"{renamed}: its classes \\(ANGRY, .*\\) differ "
+                                             f"from those of {DEFAULT_MODEL}"):
+        Ensemble([EmotionModel(DEFAULT_MODEL), EmotionModel(renamed)])
+
+
+def test_a_model_is_verified_on_load_and_refused_naming_the_file(tmp_path, capsys):
+    image = tmp_path / "face.png"
+    write_png(image, read_csv(SAMPLE_CSV).images[0])
+
+    def refused(model_path) -> str:
+        code, printed, error = run(capsys, image, "--no-detect", "--model", model_path,
+                                   "--out", tmp_path / "out")
+        assert code == 2 and printed == "" and not (tmp_path / "out").exists()
+        return error
+
+    def poison(params):
+        params["0"]["w"] = np.full_like(params["0"]["w"], np.nan)
+
+    nan_model = resaved_model(tmp_path, change_params=poison)
+    assert refused(nan_model) == (
+        f"error: {nan_model}: params[0]['w'] holds NaN or infinite values (a damaged file or a "
+        f"diverged training); retrain the model or restore its file\n")
+    eight = resaved_model(tmp_path, lambda h: h.update(class_names=[*CLASS_NAMES, "contempt"]))
+    assert refused(eight) == (f"error: {eight}: its network has 7 outputs but its header names "
+                              f"8 classes; the file is damaged: retrain or restore it\n")
+    truncated = tmp_path / "truncated.msgpack"
+    truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:100_000])
+    assert refused(truncated).startswith(f"error: {truncated}: not a fer-jax model file (")
+
+
+def test_every_face_count_runs_through_two_compiled_shapes(sample, model, monkeypatch):
+    calls = []
+    original = model._on_pixels
+
+    def counting(params, bn_state, pixels):
+        calls.append(pixels.shape)
+        return original(params, bn_state, pixels)
+
+    monkeypatch.setattr(model, "_on_pixels", counting)
+    for n_faces in (1, 8, 9, 300):
+        probabilities = model.probabilities(sample.images[:n_faces], augment=True)
+        assert probabilities.shape == (n_faces, 7)
+    # 2 and 16 views fit the small shape; 18 and 600 views go in batches of the large one.
+    assert calls == [(SMALL_BATCH_VIEWS, 48, 48)] * 2 + [(BATCH_VIEWS, 48, 48)] * 4
+
+
+def test_faces_classified_in_runs_match_one_batch_in_order(sample, model):
+    faces = sample.images[:7]
+    counts = [2, 0, 1, 3, 1]  # an image without a face, and a problem, in between
+    items, start = [], 0
+    for index, count in enumerate(counts):
+        items.append(Item(f"image{index}", None, None, np.zeros((4, 4, 3), np.uint8),
+                          np.zeros((count, 5)), np.full(count, np.nan),
+                          faces[start:start + count]))
+        start += count
+        if index == 1:
+            items.append(Problem("broken.png", "not an image OpenCV can read"))
+    expected = model.probabilities(faces, augment=True)
+    result = list(classified(iter(items), model, True, faces_per_run=3, items_per_run=2))
+    assert [getattr(item, "source") for item in result] == [
+        "image0", "image1", "broken.png", "image2", "image3", "image4"]
+    analysed = [item for item in result if isinstance(item, Item)]
+    np.testing.assert_allclose(np.concatenate([item.probabilities for item in analysed]),
+                               expected, atol=1e-6)
+    assert [len(item.probabilities) for item in analysed] == counts

@@ -1,0 +1,170 @@
+"""A run's life: the output folder (a file, an earlier run, --overwrite, files of another kind),
+Ctrl-C (in process and as a real signal), a truncated video, and the folder defaults."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from predict_support import (COLLAGE_FACES, read_rows, run, sample_fixture, write_png,
+                             write_video)
+from utils.predict import report as report_module
+from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def crops(sample, tmp_path):
+    """A folder of six 48x48 sample faces."""
+    folder = tmp_path / "crops"
+    for index, face in enumerate(sample.images[:6]):
+        write_png(folder / f"crop{index}.png", face)
+    return folder
+
+
+def test_out_naming_a_file_is_refused_and_the_file_kept(crops, tmp_path, capsys):
+    target = tmp_path / "results.csv"
+    target.write_text("mine\n")
+    code, printed, error = run(capsys, crops, "--no-detect", "--out", target)
+    assert code == 2 and printed == ""
+    assert error == (f"error: {target}: --out must be a folder, but this is a file; nothing was "
+                     f"written; give a folder path (it is created if missing)\n")
+    assert target.read_text() == "mine\n"
+    code, _, error = run(capsys, crops, "--no-detect", "--out", target / "inside")
+    assert code == 2 and error == (
+        f"error: {target / 'inside'}: cannot create the output folder there (Not a directory); "
+        f"nothing was written; give --out a folder you can write to\n")
+
+
+def test_a_rerun_into_an_earlier_runs_folder_is_refused_unless_overwrite(sample, crops,
+                                                                        tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, crops, "--no-detect", "--out", out)[0] == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (crops / "crop0.png").unlink()  # the second run sees 5 images
+
+    code, printed, error = run(capsys, crops, "--no-detect", "--out", out)
+    assert code == 2 and printed == ""
+    assert error == (f"error: {out}: holds the outputs of an earlier run; nothing was changed; "
+                     f"give --overwrite to replace them, or another --out\n")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    code, printed, _ = run(capsys, crops, "--no-detect", "--out", out, "--overwrite")
+    assert code == 0 and "5 images analysed" in printed
+    # Only the new run's files: the earlier crop0's annotated image is gone.
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == [
+        f"crop{i}.png" for i in range(1, 6)]
+    assert len(read_rows(out / "faces.csv")) == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no leftovers
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_runs_output(crops, tmp_path, capsys):
+    out = tmp_path / "documents"
+    out.mkdir()
+    (out / "thesis.tex").write_text("chapter 1\n")
+    code, _, error = run(capsys, crops, "--no-detect", "--out", out, "--overwrite")
+    assert code == 2 and error == (
+        f"error: {out}: this folder holds files that are not a prediction run's outputs "
+        f"(thesis.tex); nothing was changed; give --out a new or empty folder\n")
+    assert (out / "thesis.tex").read_text() == "chapter 1\n"
+
+
+def test_ctrl_c_writes_what_was_analysed_and_exits_130(crops, tmp_path, capsys, monkeypatch):
+    added = []
+    original_add = report_module.Report.add
+
+    def add_then_ctrl_c(self, item):
+        if len(added) == 3:
+            raise KeyboardInterrupt  # as if Ctrl-C came while the 4th image was reported
+        added.append(item)
+        original_add(self, item)
+
+    monkeypatch.setattr(report_module.Report, "add", add_then_ctrl_c)
+    out = tmp_path / "out"
+    code, printed, error = run(capsys, crops, "--no-detect", "--out", out)
+    assert code == 130
+    assert [row["source"] for row in read_rows(out / "faces.csv")] == [
+        "crop0.png", "crop1.png", "crop2.png"]
+    assert "3 images analysed" in printed
+    assert [int(row["absolute"]) for row in read_rows(out / "frequencies.csv")][-1] == 3
+    summary = (out / "summary.txt").read_text()
+    assert ("interrupted (Ctrl-C) after 3 image(s): the outputs cover what was analysed until "
+            "then") in summary
+    assert error == (f"interrupted: the outputs of what was analysed until then are complete in "
+                     f"{out}; run the command again (with --overwrite) to analyse everything\n")
+
+
+def test_a_real_sigint_ends_in_one_sentence_and_exit_130(sample, tmp_path):
+    folder = tmp_path / "many"
+    for index in range(3000):  # long enough for the signal to land mid-run
+        write_png(folder / f"{index:04d}.png", sample.images[index % len(sample.images)])
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "utils.predict", str(folder),
+                                "--no-detect", "--out", str(out)], cwd=PROJECT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    # The first annotated image written: the run is under way.
+    while not (tmp_path / f".out.partial{process.pid}" / "annotated").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    printed, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert "Traceback" not in error and error.strip().startswith("interrupted")
+    assert "interrupted (Ctrl-C)" in (out / "summary.txt").read_text()
+    assert 0 < len(read_rows(out / "faces.csv")) < 3000
+
+
+def test_a_truncated_video_says_where_reading_stopped(sample, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    write_video(video, sample.images[list(COLLAGE_FACES[:4])], n_frames=20, blank_every=100)
+    video.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.6)])
+    capture = cv2.VideoCapture(str(video))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    capture.release()
+    assert 0 < readable < 20
+
+    code, printed, error = run(capsys, video, "--out", tmp_path / "out")
+    assert code == 0
+    sentence = (f"warning: clip.avi: reading stopped at frame {readable} of the 20 frames its "
+                f"container announces (the file is truncated or damaged); the outputs cover "
+                f"frames 0-{readable - 1}; repair or re-encode the video to analyse the rest")
+    assert sentence in printed and sentence in error
+    assert sentence in (tmp_path / "out" / "summary.txt").read_text()
+    assert [int(row["frame"]) for row in read_rows(tmp_path / "out" / "faces.csv")] == list(
+        range(readable))
+
+
+def test_folders_get_no_per_face_charts_unless_asked(crops, tmp_path, capsys):
+    code, printed, _ = run(capsys, crops, "--no-detect", "--out", tmp_path / "out")
+    assert code == 0 and not (tmp_path / "out" / "charts").exists()
+    throughput = [line for line in printed.splitlines() if line.startswith("analysed in ")]
+    assert len(throughput) == 1 and throughput[0].endswith("faces/s")
+    code, _, _ = run(capsys, crops, "--no-detect", "--out", tmp_path / "charts",
+                     "--face-charts", "--workers", "1")
+    charts = sorted((tmp_path / "charts" / "charts").iterdir())
+    assert code == 0 and [p.name for p in charts] == [f"crop{i}_face1.png" for i in range(6)]
+    chart = cv2.imread(str(charts[0]))
+    assert chart.shape == (300, 750, 3) and len(np.unique(chart.reshape(-1, 3), axis=0)) > 10
+
+
+def test_the_first_ctrl_c_only_asks_to_stop_the_second_aborts():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with ctrl_c_stops_gracefully():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs between bytecodes
+        assert ctrl_c_requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not ctrl_c_requested()

@@ -1,0 +1,29 @@
+"""Emotions of the faces in a photo, a folder of photos, a video or a live camera, with a
+trained model (or an ensemble of several).
+
+    python -m utils.predict photo.jpg                    # the shipped default model
+    python -m utils.predict photos/ --model trained_models/A_mirror --out results/
+    python -m utils.predict news.mp4 --every 5
+    python -m utils.predict --camera 0                   # live, in a window
+
+The package, by responsibility: ``faces`` (YuNet or Haar detection, FER framing, alignment,
+crops), ``model`` (saved models compiled for fixed batch shapes, ensembles), ``inputs``
+(images, folders, videos, cameras), ``pipeline`` (threads, batches, the run), ``report`` and
+``drawing`` (everything written), ``output`` (the output folder, replaced only when complete),
+``camera`` (the live window), ``cli`` (the command line); ``benchmark`` and ``alignment``
+measure the speed and the alignment (docs/predict.md).
+"""
+from utils.predict.camera import LabelSmoother, run_camera
+from utils.predict.cli import main, parse_arguments
+from utils.predict.errors import Interrupted, PredictError
+from utils.predict.faces import (DetectorSettings, Detections, FaceDetectorError, HaarDetector,
+                                 YuNetDetector, crop_faces, cut_faces, face_regions,
+                                 make_detector)
+from utils.predict.inputs import FaceFinder
+from utils.predict.model import DEFAULT_MODEL, EmotionModel, Ensemble, load_models
+from utils.predict.pipeline import predict
+
+__all__ = ["DEFAULT_MODEL", "Detections", "DetectorSettings", "EmotionModel", "Ensemble",
+           "FaceDetectorError", "FaceFinder", "HaarDetector", "Interrupted", "LabelSmoother",
+           "PredictError", "YuNetDetector", "crop_faces", "cut_faces", "face_regions",
+           "load_models", "main", "make_detector", "parse_arguments", "predict", "run_camera"]

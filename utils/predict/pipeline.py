@@ -1,0 +1,214 @@
+"""A run over an image, a folder or a video: images decoded and faces found by a pool of threads,
+the faces of consecutive items classified together in fixed-shape batches, outputs written by
+writer threads while the next items are read.
+
+Ctrl-C stops the run between two images (``errors.ctrl_c_stops_gracefully``); what was
+analysed is written (tables, summary) and ``Interrupted`` carries its summary. Any other
+failure leaves the output folder as it was.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.predict.errors import (Interrupted, PredictError, ctrl_c_requested,
+                                  ctrl_c_stops_gracefully)
+from utils.predict.inputs import (FaceFinder, Item, Problem, VideoReader, folder_files,
+                                  input_kind)
+from utils.predict.output import OutputFolder, check_output_folder
+from utils.predict.report import UNITS, Report
+
+# Faces gathered from consecutive images or frames before the network runs on them (with the
+# mirror view, one large batch), and the most images or frames held meanwhile.
+FACES_PER_RUN = 512
+ITEMS_PER_RUN = 256
+IMAGE_BYTES_PER_RUN = 150_000_000  # five 10-megapixel colour photos
+
+
+def ordered_map(pool: ThreadPoolExecutor, function: Callable, jobs: Iterable,
+                window: int) -> Iterator:
+    """function(job) for each job, computed by the pool, yielded in the jobs' order; at most
+    ``window`` jobs in flight. Closing the iterator cancels the jobs not started."""
+    pending: deque = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(function, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def classified(items: Iterable[Item | Problem], model, augment: bool,
+               faces_per_run: int = FACES_PER_RUN, items_per_run: int = ITEMS_PER_RUN,
+               image_bytes_per_run: int = IMAGE_BYTES_PER_RUN) -> Iterator[Item | Problem]:
+    """The items in order, each with its faces' probabilities. The network runs on the faces
+    of several consecutive items at once, and while it runs the next items are read: a run's
+    items are yielded once the next run has started."""
+    pending: list[Item | Problem] = []
+    running = None  # (items, the analysed ones, the model's pending outputs)
+
+    def start_run():
+        analysed = [item for item in pending if isinstance(item, Item) and len(item.faces)]
+        started = (model.start(np.concatenate([item.faces for item in analysed]), augment)
+                   if analysed else None)
+        return list(pending), analysed, started
+
+    def finish_run(run):
+        run_items, analysed, started = run
+        for item in run_items:
+            if isinstance(item, Item):
+                item.probabilities = np.zeros((0, len(model.class_names)))
+        if started is not None:
+            probabilities = started.probabilities()
+            ends = np.cumsum([len(item.faces) for item in analysed])[:-1]
+            for item, rows in zip(analysed, np.split(probabilities, ends)):
+                item.probabilities = rows
+        return run_items
+
+    n_faces = n_bytes = 0
+    for item in items:
+        pending.append(item)
+        if isinstance(item, Item):
+            n_faces, n_bytes = n_faces + len(item.faces), n_bytes + item.image.nbytes
+        # Images are held until classified: bound them too, not only the faces.
+        if (n_faces >= faces_per_run or len(pending) >= items_per_run
+                or n_bytes >= image_bytes_per_run):
+            previous, running = running, start_run()
+            pending.clear()
+            n_faces = n_bytes = 0
+            if previous is not None:
+                yield from finish_run(previous)
+    if running is not None:
+        yield from finish_run(running)
+    if pending:
+        yield from finish_run(start_run())
+
+
+def analyse(items: Iterable[Item | Problem], model, augment: bool, report: Report,
+            bar: tqdm, on_item: Callable | None = None, **run_sizes) -> tuple[bool, float]:
+    """Classify and report every item; (interrupted by Ctrl-C, seconds taken). ``on_item``
+    sees each classified item and returns False to stop (the camera's window closed)."""
+    start = time.perf_counter()
+    interrupted = False
+    stream = classified(items, model, augment, **run_sizes)
+    try:
+        for item in stream:
+            report.add(item)
+            bar.update()
+            if ctrl_c_requested():
+                interrupted = True
+                break
+            if on_item is not None and not on_item(item):
+                break
+    except KeyboardInterrupt:  # raised where no graceful handler was installed
+        interrupted = True
+    finally:
+        stream.close()
+        bar.close()
+    return interrupted, time.perf_counter() - start
+
+
+def conclude(report: Report, model, augment: bool, interrupted: bool, seconds: float,
+             notes: list[str]) -> list[str]:
+    """Write the summary and tables, move the folder into place; raise Interrupted after
+    writing them if Ctrl-C stopped the run."""
+    if interrupted:
+        unit = UNITS[report.kind]
+        notes = [*notes, f"interrupted (Ctrl-C) after {report.n_items} {unit}(s): the outputs "
+                         f"cover what was analysed until then"]
+    lines = report.finish(model.describe(augment), seconds, notes)
+    report.folder.commit()
+    if interrupted:
+        raise Interrupted(lines, report.folder.out)
+    return lines
+
+
+def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFinder,
+            augment: bool = True, every: int = 1, face_charts: bool | None = None,
+            overwrite: bool = False, workers: int | None = None) -> list[str]:
+    """Analyse an image, a folder or a video, write the outputs into ``out`` (default
+    predictions/<input name>/) and return the summary's lines. ``model`` is an EmotionModel
+    or an Ensemble. Raises PredictError for an input or output that cannot be used at all
+    (a folder's unreadable files are skipped and listed instead), Interrupted after writing
+    the outputs of what was analysed when Ctrl-C stops the run."""
+    if every < 1:
+        raise PredictError(f"--every must be at least 1, got {every}")
+    input_path = Path(input_path)
+    kind = input_kind(input_path)
+    files = folder_files(input_path) if kind == "folder" else [input_path]
+    out = Path(out) if out is not None else Path("predictions") / (
+        input_path.name if kind == "folder" else input_path.stem)
+    check_output_folder(out, overwrite)
+    workers = workers or os.cpu_count() or 2
+    charts = face_charts if face_charts is not None else kind == "image"
+    with ctrl_c_stops_gracefully(), ThreadPoolExecutor(
+            workers, thread_name_prefix="predict-reader") as pool:
+        if kind == "video":
+            return _video(input_path, model, out, finder, pool, workers, augment=augment,
+                          every=every, face_charts=charts, overwrite=overwrite)
+        if kind == "image":
+            item = finder.image_file(input_path, input_path.name)
+            if isinstance(item, Problem):
+                raise PredictError(f"{input_path}: {item.reason}")
+            items, total = [item], 1
+        else:
+            items = ordered_map(pool, lambda path: finder.image_file(
+                path, str(path.relative_to(input_path))), files, window=4 * workers)
+            total = len(files)
+        report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
+                        model.class_names, charts)
+        return run(report, items, model, augment, total=total, notes=lambda: [])
+
+
+def _video(path: Path, model, out: Path, finder: FaceFinder, pool, workers: int, *,
+           augment: bool, every: int, face_charts: bool, overwrite: bool) -> list[str]:
+    reader = VideoReader(path)
+    try:
+        report = Report(OutputFolder(out, overwrite, workers), "video", path.name,
+                        model.class_names, face_charts, fps=reader.fps, every=every)
+        items = ordered_map(pool, lambda frame: finder.item(path.name, frame[2], *frame[:2]),
+                            reader.frames(every), window=4 * workers)
+        total = -(-reader.announced // every) if reader.announced else None
+
+        def notes():
+            if report.n_items == 0:
+                raise PredictError(f"{path}: no frame could be read from this video")
+            stopped = reader.stopped_early()
+            return [f"warning: {stopped}"] if stopped else []
+
+        return run(report, items, model, augment, total=total, notes=notes)
+    finally:
+        reader.release()
+
+
+def run(report: Report, items, model, augment: bool, *, total: int | None,
+        notes: Callable[[], list[str]], on_item: Callable | None = None,
+        **run_sizes) -> list[str]:
+    """Analyse, then conclude (``notes()`` gives the summary's closing remarks, or raises if
+    the run has nothing to report); on any failure the unfinished output folder is deleted."""
+    try:
+        if ctrl_c_requested():
+            raise KeyboardInterrupt  # before anything was analysed: nothing is written
+        bar = tqdm(total=total, unit=UNITS[report.kind], desc=report.input_name,
+                   disable=True if report.kind == "image" else None, leave=False)
+        interrupted, seconds = analyse(items, model, augment, report, bar, on_item,
+                                       **run_sizes)
+        return conclude(report, model, augment, interrupted, seconds,
+                        [] if interrupted and report.n_items == 0 else notes())
+    except Interrupted:
+        raise  # its outputs are in place
+    except BaseException:
+        report.folder.discard()  # waits for the frame being encoded, cancels the rest
+        report.close_video()
+        raise
