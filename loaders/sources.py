@@ -8,6 +8,7 @@ say how many there are; with `skip_bad_rows=True` they are left out and counted 
 """
 from __future__ import annotations
 
+import bz2
 import hashlib
 import os
 import re
@@ -33,7 +34,12 @@ _PIXEL_CHARACTERS = b"0123456789 "
 _READ_BLOCK_BYTES = 1 << 20
 # A row of 2304 pixels takes at most about 9 KB; a far longer line means this is no FER2013 CSV.
 _MAX_LINE_BYTES = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
+# Compressed CSVs are recognised by their first bytes, whatever their name:
+# magic -> (kind, a new decompressor, the error a corrupt stream raises, the format's name)
+_COMPRESSIONS = {
+    b"\x1f\x8b": ("csv.gz", lambda: zlib.decompressobj(wbits=31), zlib.error, "gzip"),
+    b"BZh": ("csv.bz2", bz2.BZ2Decompressor, OSError, "bzip2"),
+}
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -47,7 +53,7 @@ class SourceData:
     labels: np.ndarray  # int32 [N], 0..6 in CLASS_NAMES order
     usage: np.ndarray  # str [N], one of USAGE_NAMES
     name: str  # the source's file or folder name
-    kind: str  # "csv", "csv.gz" or "folder"
+    kind: str  # "csv", "csv.gz", "csv.bz2" or "folder"
     sha256: str  # of a CSV's bytes; of a folder, of each image's relative path and bytes in order
     skipped: tuple[str, ...]  # one message per bad row or image left out
 
@@ -89,7 +95,7 @@ def _bad_input_error(problems: list[str]) -> DatasetError:
 def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
              progress: bool = False) -> SourceData:
     """Read a Kaggle `fer2013.csv` (`emotion,pixels,Usage`, any column order, extra columns
-    ignored, pixel field quoted or not), plain or gzip-compressed.
+    ignored, pixel field quoted or not), plain, gzip- or bzip2-compressed.
 
     Parsing is vectorised per block of lines: each row's fields are checked in a light Python
     pass (the class number, the Usage, the pixel characters and count), then all the good rows'
@@ -104,12 +110,15 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     header = None
     try:
         with open(path, "rb") as raw_file:
-            kind = "csv.gz" if raw_file.read(2) == _GZIP_MAGIC else "csv"
+            start = raw_file.read(3)
+            compression = next((c for magic, c in _COMPRESSIONS.items()
+                                if start.startswith(magic)), None)
+            kind = compression[0] if compression else "csv"
             raw_file.seek(0)
             size = os.fstat(raw_file.fileno()).st_size
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
                       disable=not progress, leave=False) as bar:
-                for first_line, lines in _line_blocks(path, raw_file, kind == "csv.gz", bar):
+                for first_line, lines in _line_blocks(path, raw_file, compression, bar):
                     if header is None:
                         header = _parse_header(path, lines[0])
                         lines, first_line = lines[1:], first_line + 1
@@ -135,11 +144,11 @@ def read_csv(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                       path.name, kind, sha256, tuple(problems))
 
 
-def _line_blocks(path: Path, raw_file, gzipped: bool, bar) -> Iterator[tuple[int, list[bytes]]]:
+def _line_blocks(path: Path, raw_file, compression, bar) -> Iterator[tuple[int, list[bytes]]]:
     """(number of the first line, complete lines) per block read; line numbers count from 1."""
     line_number = 1
     tail = b""
-    for data in _decompressed_blocks(path, raw_file, gzipped, bar):
+    for data in _decompressed_blocks(path, raw_file, compression, bar):
         lines = (tail + data).split(b"\n")
         tail = lines.pop()
         if len(tail) > _MAX_LINE_BYTES:
@@ -154,8 +163,9 @@ def _line_blocks(path: Path, raw_file, gzipped: bool, bar) -> Iterator[tuple[int
         yield line_number, [tail.removeprefix(_UTF8_BOM) if line_number == 1 else tail]
 
 
-def _decompressed_blocks(path: Path, raw_file, gzipped: bool, bar) -> Iterator[bytes]:
-    decompressor = zlib.decompressobj(wbits=31) if gzipped else None
+def _decompressed_blocks(path: Path, raw_file, compression, bar) -> Iterator[bytes]:
+    _, new_decompressor, corrupt, name = compression or (None, None, None, None)
+    decompressor = new_decompressor() if compression else None
     while chunk := raw_file.read(_READ_BLOCK_BYTES):
         bar.update(len(chunk))
         if decompressor is None:
@@ -163,16 +173,17 @@ def _decompressed_blocks(path: Path, raw_file, gzipped: bool, bar) -> Iterator[b
             continue
         try:
             data = decompressor.decompress(chunk)
-            # A gzip file may hold several members one after the other.
+            # A compressed file may hold several members (streams) one after the other.
             while decompressor.eof and decompressor.unused_data:
                 rest = decompressor.unused_data
-                decompressor = zlib.decompressobj(wbits=31)
+                decompressor = new_decompressor()
                 data += decompressor.decompress(rest)
-        except zlib.error as error:
-            raise DatasetError(f"{path}: corrupt gzip data ({error})") from None
+        except corrupt as error:
+            raise DatasetError(f"{path}: corrupt {name} data ({error})") from None
         yield data
     if decompressor is not None and not decompressor.eof:
-        raise DatasetError(f"{path}: truncated gzip file (it ends before its compressed data does)")
+        raise DatasetError(f"{path}: truncated {name} file (it ends before its compressed data "
+                           f"does)")
 
 
 class _Header(NamedTuple):

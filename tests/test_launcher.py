@@ -64,17 +64,25 @@ def test_help_lists_every_keyword_with_its_default(capsys):
     out = capsys.readouterr().out
     for name in KEYWORD_NAMES:
         assert f"  {name} " in out
-    assert "(0.1) initial learning rate" in out and "(100) mini-batch size" in out
+    assert "(0.1; 0.002 on the built-in sample) initial learning rate" in out
+    assert "(100) mini-batch size" in out
     assert help_text() in out
 
 
 def test_the_built_in_sample_runs_fewer_epochs_unless_told_otherwise():
     on_sample, on_file = resolve({}), resolve({"dataset": "datasets/x.h5"})
-    assert (on_sample["n_epochs"], on_sample["anneal_epochs"]) == (6, 4)
+    assert (on_sample["n_epochs"], on_sample["anneal_epochs"]) == (8, 3)
+    assert (on_sample["network"], on_sample["augment"], on_sample["recipe"]) == (
+        "S", "crop:4", "sample")
     assert (on_file["n_epochs"], on_file["anneal_epochs"]) == (10, 10)  # the thesis's
+    assert (on_file["network"], on_file["augment"], on_file["recipe"]) == ("A", None, "thesis")
     assert resolve({"n_epochs": 3})["n_epochs"] == 3 and resolve({"n_epochs": 3})[
-        "anneal_epochs"] == 4
-    assert "(10; 6 on the built-in sample) epochs of the entropy-point search" in help_text()
+        "anneal_epochs"] == 3
+    # The thesis's settings on the sample: one keyword.
+    thesis_on_sample = resolve({"recipe": "thesis"})
+    assert (thesis_on_sample["network"], thesis_on_sample["n_epochs"]) == ("A", 10)
+    assert "(10; 8 on the built-in sample) epochs of the entropy-point search" in help_text()
+    assert "  sample: network='S', optimizer='adam'" in help_text()
 
 
 @pytest.mark.parametrize("keywords,message", [

@@ -1,5 +1,6 @@
 """Reading FER2013 sources: the Kaggle CSV (plain, gzip) and the folder layout, and bad input."""
 import dataclasses
+import bz2
 import gzip
 import tarfile
 
@@ -194,6 +195,26 @@ def test_concatenated_gzip_members_are_one_file(tmp_path, lines):
     path.write_bytes(gzip.compress(f"{header}\n{rows[0]}\n".encode())
                      + gzip.compress(f"{rows[1]}\n".encode()))
     assert len(read_csv(path).images) == 2
+
+
+def test_bzip2_csv_reads_like_the_plain_one_and_its_damage_is_named(tmp_path, lines, sample):
+    header, rows = lines
+    text = "\n".join([header, *rows]) + "\n"
+    packed = tmp_path / "sample.csv.bz2"
+    packed.write_bytes(bz2.compress(text.encode()[:len(text) // 2])
+                       + bz2.compress(text.encode()[len(text) // 2:]))  # two streams
+    data = read_csv(packed)
+    assert data.kind == "csv.bz2"
+    np.testing.assert_array_equal(data.images, sample.images)
+    np.testing.assert_array_equal(data.labels, sample.labels)
+    cut = tmp_path / "cut.csv.bz2"
+    cut.write_bytes(packed.read_bytes()[:5000])
+    with pytest.raises(DatasetError, match="truncated bzip2 file"):
+        read_csv(cut)
+    corrupt = tmp_path / "corrupt.csv.bz2"
+    corrupt.write_bytes(packed.read_bytes()[:10] + bytes(range(256)) * 4)
+    with pytest.raises(DatasetError, match=r"corrupt.csv.bz2: corrupt bzip2 data \("):
+        read_csv(corrupt)
 
 
 def test_missing_source(tmp_path):

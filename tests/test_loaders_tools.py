@@ -19,6 +19,29 @@ def test_committed_sample_is_small_real_and_complete():
         assert (np.bincount(data.labels[data.usage == usage], minlength=7) > 0).all()
 
 
+def test_the_extended_sample_adds_new_images_of_every_class_within_4_mb():
+    assert SAMPLE_CSV.stat().st_size + sample.MORE_CSV.stat().st_size <= 4_100_000
+    more, first = read_csv(sample.MORE_CSV), read_csv(SAMPLE_CSV)
+    assert more.kind == "csv.bz2"
+    for usage, count in (("Training", 140), ("PublicTest", 20)):
+        assert np.bincount(more.labels[more.usage == usage], minlength=7).tolist() == [count] * 7
+    # No image of the first file again, not even a near copy (checked pair by pair, exactly).
+    for image in first.images.astype(np.int32):
+        squared = ((more.images.astype(np.int32) - image) ** 2).mean(axis=(1, 2))
+        assert np.sqrt(squared.min()) >= sample.COPY_DISTANCE
+
+
+def test_the_main_job_builds_the_extended_sample(tmp_path):
+    path = sample.ensure_sample_dataset("mirror", tmp_path, extended=True)
+    assert path == tmp_path / "sample_extended_mirror.h5"
+    sizes = dataset_info(path)["split_sizes"]
+    assert (sizes["train"], sizes["test"]) == (2 * 7 * 220, 7 * 40)
+    assert not list(tmp_path.glob(".sample-*"))  # the joined CSV was temporary
+    built_at = path.stat().st_mtime_ns
+    assert sample.ensure_sample_dataset("mirror", tmp_path, extended=True) == path
+    assert path.stat().st_mtime_ns == built_at
+
+
 def test_make_sample_is_reproducible_and_a_subset_of_its_source(tmp_path):
     first = sample.make_sample(SAMPLE_CSV, tmp_path / "a.csv.gz", training_per_class=3,
                                test_per_class=2, seed=1)

@@ -71,13 +71,13 @@ def test_a_model_is_verified_on_load_and_refused_naming_the_file(tmp_path, capsy
 
 def test_every_face_count_runs_through_two_compiled_shapes(sample, model, monkeypatch):
     calls = []
-    original = model._on_pixels
+    original = model._on_views  # the views of every face (augment=True)
 
     def counting(params, bn_state, pixels):
         calls.append(pixels.shape)
         return original(params, bn_state, pixels)
 
-    monkeypatch.setattr(model, "_on_pixels", counting)
+    monkeypatch.setattr(model, "_on_views", counting)
     for n_faces in (1, 8, 9, 300):
         probabilities = model.probabilities(sample.images[:n_faces], augment=True)
         assert probabilities.shape == (n_faces, 7)

