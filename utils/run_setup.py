@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from loaders.hdf5 import dataset_info
+from loaders.integrity import verify_dataset
 from loaders.sample import ensure_sample_dataset
 from utils import methodology
 from utils.keywords import KeywordError
@@ -67,7 +68,8 @@ class RunDefinition(NamedTuple):
 
 def define_run(given: dict) -> RunDefinition:
     dataset = dataset_path(given)
-    info = dataset_info(dataset)
+    labels_sha256 = verify_dataset(dataset)  # whole splits, valid labels: before any use
+    info = {**dataset_info(dataset), "labels_sha256": labels_sha256}
     image_size = check_dataset(dataset, info, given)
     network = get_network(given["network"], im_dim=image_size,
                           **{k: given[k] for k in NETWORK_KEYWORDS})
