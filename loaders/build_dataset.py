@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from loaders import hdf5
 from loaders.augment import VARIANTS, Variant, get_variant
+from loaders.integrity import refuse_output_over_input
 from loaders.sources import CLASS_NAMES, IMAGE_SIZE, TEST_USAGES, DatasetError, SourceData, \
     read_source
 
@@ -81,6 +82,7 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
             raise DatasetError(f"{name} must be a whole number >= 0, got {value!r}")
     out = Path(out)
+    refuse_output_over_input(out, source)
     with hdf5.atomic_output(out, overwrite=overwrite) as temporary:
         data = read_source(source, skip_bad_rows=skip_bad_rows, progress=progress)
         if data.skipped:

@@ -9,6 +9,7 @@ work starts, so a typo costs a second, not an epoch.
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ from utils.network import check_hidden_sizes
 from utils.optim import OPTIMIZERS, SCHEDULES
 from utils.names import closest_name
 from utils.rna import get_activation
+from utils.setting_ranges import setting_problem
 
 
 class KeywordError(ValueError):
@@ -136,6 +138,9 @@ def settings_dict(name, v):
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
         raise KeywordError(f"{name} must be a dict of settings, e.g. {{'momentum': 0.9}}, "
                            f"got {v!r}")
+    problem = setting_problem(name, v)
+    if problem:
+        raise KeywordError(problem)
     return dict(v)
 
 
@@ -263,8 +268,18 @@ def parse_command_line(arguments: list[str]) -> dict:
         if "=" not in argument:
             raise KeywordError(f"argument {argument!r} is not key=value (see --help)")
         name, text = argument.split("=", 1)
+        if name.strip() in config:
+            raise KeywordError(f"{name.strip()} is given twice (the second time as {argument!r})"
+                               f": give each keyword once")
         config[name.strip()] = parse_value(text.strip())
     return config
+
+
+def _has_non_finite(value) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, (list, tuple, dict)) and any(map(_has_non_finite, items))
 
 
 def resolve(given: dict) -> dict:
@@ -273,6 +288,9 @@ def resolve(given: dict) -> dict:
         if name not in DEFAULTS:
             raise KeywordError(f"unknown keyword {name!r}{closest_name(name, KEYWORD_NAMES)}; "
                                f"see python run_experiment.py --help")
+        if _has_non_finite(given[name]):
+            raise KeywordError(f"{name}={given[name]!r}: numbers must be finite (a literal "
+                               f"beyond 1.8e308, such as 1e309, reads as inf)")
     on_sample = given.get("dataset") is None
     config = {**DEFAULTS, **(SAMPLE_DEFAULTS if on_sample else {}), **given}
     for keyword in KEYWORDS:
