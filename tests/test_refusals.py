@@ -83,6 +83,13 @@ def test_impossible_values_and_repeated_keywords_are_refused(sample, tmp_path, c
     assert refusal(capsys, config, *given) == message
 
 
+def test_a_savename_that_is_a_file_is_refused_and_the_file_kept(sample, tmp_path, capsys):
+    before = sample.read_bytes()
+    assert refusal(capsys, quick_config(tmp_path, sample, savename=str(sample))) == (
+        f"savename={str(sample)!r} is a file, not a folder: give the run a folder of its own")
+    assert sample.read_bytes() == before
+
+
 def test_a_build_never_replaces_its_own_source(tmp_path, capsys):
     source = tmp_path / "fer2013.csv.gz"
     shutil.copy(SAMPLE_CSV, source)

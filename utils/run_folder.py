@@ -55,6 +55,9 @@ class RunFolder:
     def claimed(self):
         """The folder is this run's until the block ends: refused (naming the holder) while
         another live process has it; a lock or temporary files left by dead ones are cleared."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"savename={str(self.path)!r} is a file, not a folder: give "
+                                 f"the run a folder of its own")
         created = not self.path.exists()
         try:
             with ExitStack() as stack:
