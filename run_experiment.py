@@ -20,14 +20,21 @@ is stopped (Ctrl-C, SIGTERM, an exception); ``resume=True`` goes on from it, bit
 """
 from __future__ import annotations
 
+import os
 import sys
 
-import jax
+if __name__ == "__main__":  # a Ctrl-C while JAX loads ends the launcher with one sentence
+    from utils.signals import exit_at_once_on_ctrl_c
 
-from loaders.sources import DatasetError
-from utils import host_tuning, model_io
-from utils.experiment import Experiment, NonFiniteCost, RunStopped
-from utils.keywords import KeywordError, help_text, parse_command_line, resolve
+    exit_at_once_on_ctrl_c()
+
+import jax  # noqa: E402 - after the Ctrl-C handling above
+
+from loaders.sources import DatasetError  # noqa: E402
+from utils import host_tuning, model_io  # noqa: E402
+from utils.experiment import Experiment, NonFiniteCost, RunStopped  # noqa: E402
+from utils.keywords import KeywordError, help_text, parse_command_line, resolve  # noqa: E402
+from utils.signals import STARTING, ctrl_c_unwinds  # noqa: E402
 
 
 def start_distributed(config: dict) -> None:
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(help_text())
         return 0
+    ctrl_c_unwinds()  # from here a Ctrl-C unwinds, so a dataset being built is cleaned up
     host_tuning.apply()
     try:
         config = resolve(parse_command_line(argv))
@@ -66,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         # Refused before any work: a keyword, the dataset, a network or optimiser setting.
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{STARTING}", file=sys.stderr)
+        return 130
     try:
         experiment.run()
     except (KeywordError, model_io.ModelFileError) as err:  # the run folder refused
@@ -77,8 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as err:
         print(f"\n{err}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print(f"\nstopped at once (Ctrl-C): {experiment.folder.safe_state()}", file=sys.stderr)
+        return 130
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 130:
+        # A Ctrl-C may have cut XLA short (a compilation, a step), after which finalising the
+        # interpreter can crash; what the run keeps is written and closed, so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

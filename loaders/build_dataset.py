@@ -26,6 +26,7 @@ from tqdm import tqdm
 from loaders import hdf5
 from loaders.augment import VARIANTS, Variant, get_variant
 from loaders.ferplus import LABEL_MODES, drop_summary, ferplus_labelling
+from loaders.integrity import refuse_output_over_input
 from loaders.sources import IMAGE_SIZE, TEST_USAGES, DatasetError, Labelling, SourceData, \
     read_source
 
@@ -86,6 +87,7 @@ def build_dataset(source: str | os.PathLike, variant: str, out: str | os.PathLik
     spec = get_variant(variant)
     _check_options(source, val_sources, seed, skip_bad_rows, ferplus, label_mode)
     out = Path(out)
+    refuse_output_over_input(out, source)
     with hdf5.atomic_output(out, overwrite=overwrite) as temporary:
         data = read_source(source, skip_bad_rows=skip_bad_rows, progress=progress)
         if data.skipped:

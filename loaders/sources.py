@@ -218,69 +218,63 @@ def _parse_header(path: Path, line: bytes) -> _Header:
 def _parse_rows(path: Path, lines: list[bytes], first_line: int, header: _Header,
                 problems: list[str]) -> tuple[np.ndarray, list[int], list[int]]:
     """uint8 [n_good, 2304] pixels, labels and usage codes of the good rows among `lines`."""
-    emotion_at, pixels_at, usage_at, n_fields = header
     good_lines, pixel_fields, labels, usages = [], [], [], []
     for line_number, line in enumerate(lines, first_line):
         line = line.rstrip(b"\r")
         if not line.strip():
             continue
-        where = f"{path}, line {line_number}"
-        fields = line.split(b",")
-        if len(fields) != n_fields:
-            problems.append(f"{where}: expected {n_fields} comma-separated fields, "
-                            f"found {len(fields)}")
-            continue
-        emotion = fields[emotion_at].strip().strip(b'"')
-        if not (emotion.isdigit() and int(emotion) < len(CLASS_NAMES)):
-            problems.append(f"{where}: emotion {_show(emotion)} is not a class number 0..6")
-            continue
-        usage = fields[usage_at].strip().strip(b'"')
-        if usage not in _USAGE_CODES:
-            problems.append(f"{where}: unknown Usage {_show(usage)} "
-                            f"(expected Training, PublicTest or PrivateTest)")
-            continue
-        pixels = fields[pixels_at].strip().strip(b'"').strip()
-        stray = pixels.translate(None, _PIXEL_CHARACTERS)
-        if stray:
-            problems.append(f"{where}: the pixels contain {_show(stray[:1])}; expected "
-                            f"{N_PIXELS} integers 0..255 separated by spaces")
-            continue
-        # Single spaces are the norm; count them, and count words only when that disagrees.
-        n_values = pixels.count(b" ") + 1 if pixels else 0
-        if n_values != N_PIXELS:
-            n_values = len(pixels.split())
-        if n_values != N_PIXELS:
-            problems.append(f"{where}: expected {N_PIXELS} pixel values, found {n_values}")
+        checked = _parse_row(f"{path}, line {line_number}", line, header)
+        if isinstance(checked, str):
+            problems.append(checked)
             continue
         good_lines.append(line_number)
-        pixel_fields.append(pixels)
-        labels.append(int(emotion))
-        usages.append(_USAGE_CODES[usage])
+        for column, value in zip((pixel_fields, labels, usages), checked):
+            column.append(value)
     values = np.fromstring(b" ".join(pixel_fields), dtype=np.int32, sep=" ")
     if values.size != N_PIXELS * len(pixel_fields):
-        # Runs of several spaces made the quick count above too high somewhere: count exactly.
+        # Runs of several spaces made the quick count too high somewhere: count exactly.
         counts = [len(pixels.split()) for pixels in pixel_fields]
         keep = [count == N_PIXELS for count in counts]
-        for line_number, count, ok in zip(good_lines, counts, keep):
-            if not ok:
-                problems.append(f"{path}, line {line_number}: expected {N_PIXELS} pixel values, "
-                                f"found {count}")
+        problems += [f"{path}, line {line_number}: expected {N_PIXELS} pixel values, found "
+                     f"{count}" for line_number, count, ok in zip(good_lines, counts, keep)
+                     if not ok]
         good_lines, pixel_fields, labels, usages = (
             [item for item, ok in zip(items, keep) if ok]
             for items in (good_lines, pixel_fields, labels, usages))
         values = np.fromstring(b" ".join(pixel_fields), dtype=np.int32, sep=" ")
     values = values.reshape(len(pixel_fields), N_PIXELS)
-    out_of_range = np.flatnonzero(values.max(axis=1, initial=0) > 255)
-    if out_of_range.size:
-        for row in out_of_range:
-            problems.append(f"{path}, line {good_lines[row]}: pixel value {values[row].max()} "
-                            f"is out of range 0..255")
-        keep = np.ones(len(values), bool)
-        keep[out_of_range] = False
-        values = values[keep]
-        labels = [label for label, ok in zip(labels, keep) if ok]
-        usages = [usage for usage, ok in zip(usages, keep) if ok]
-    return values.astype(np.uint8), labels, usages
+    keep = values.max(axis=1, initial=0) <= 255
+    problems += [f"{path}, line {good_lines[row]}: pixel value {values[row].max()} is out of "
+                 f"range 0..255" for row in np.flatnonzero(~keep)]
+    return (values[keep].astype(np.uint8), [label for label, ok in zip(labels, keep) if ok],
+            [usage for usage, ok in zip(usages, keep) if ok])
+
+
+def _parse_row(where: str, line: bytes, header: _Header):
+    """(pixel field, label, usage code) of one data line, or the sentence saying what is wrong."""
+    emotion_at, pixels_at, usage_at, n_fields = header
+    fields = line.split(b",")
+    if len(fields) != n_fields:
+        return f"{where}: expected {n_fields} comma-separated fields, found {len(fields)}"
+    emotion = fields[emotion_at].strip().strip(b'"')
+    if not (emotion.isdigit() and int(emotion) < len(CLASS_NAMES)):
+        return f"{where}: emotion {_show(emotion)} is not a class number 0..6"
+    usage = fields[usage_at].strip().strip(b'"')
+    if usage not in _USAGE_CODES:
+        return (f"{where}: unknown Usage {_show(usage)} (expected Training, PublicTest or "
+                f"PrivateTest)")
+    pixels = fields[pixels_at].strip().strip(b'"').strip()
+    stray = pixels.translate(None, _PIXEL_CHARACTERS)
+    if stray:
+        return (f"{where}: the pixels contain {_show(stray[:1])}; expected {N_PIXELS} integers "
+                f"0..255 separated by spaces")
+    # Single spaces are the norm; count them, and count words only when that disagrees.
+    n_values = pixels.count(b" ") + 1 if pixels else 0
+    if n_values != N_PIXELS:
+        n_values = len(pixels.split())
+    if n_values != N_PIXELS:
+        return f"{where}: expected {N_PIXELS} pixel values, found {n_values}"
+    return pixels, int(emotion), _USAGE_CODES[usage]
 
 
 def _show(raw: bytes) -> str:

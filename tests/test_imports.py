@@ -1,4 +1,5 @@
-"""Importing the product changes nothing in the process; entry points apply host tuning."""
+"""Importing the product changes nothing in the process (environment, Ctrl-C handling); entry
+points apply host tuning."""
 import os
 import subprocess
 import sys
@@ -6,21 +7,25 @@ import sys
 from launcher_support import PROJECT
 
 PRODUCT_MODULES = ["utils", "utils.rna", "utils.training", "utils.networks", "utils.keywords",
-                   "utils.model_io", "utils.records", "utils.predict", "utils.predict.cli", "utils.benchmark",
-                   "convnets.networks", "mlp.networks", "loaders.batches", "run_experiment"]
+                   "utils.model_io", "utils.records", "utils.predict", "utils.predict.cli",
+                   "utils.benchmark", "convnets.networks", "mlp.networks", "loaders.batches",
+                   "run_experiment", "utils.registry", "utils.safe_files", "utils.run_folder",
+                   "utils.signals", "loaders.integrity", "utils.evaluate", "utils.inference"]
 
 
 def test_importing_the_product_leaves_xla_flags_and_the_environment_alone():
     # Third-party libraries set variables of their own on import (OpenCV, JAX): import them
     # first, so that what is compared is what our modules do.
-    code = ("import os, json, jax, cv2, h5py, optax, flax, matplotlib; before = dict(os.environ); "
+    code = ("import os, json, signal, jax, cv2, h5py, optax, flax, matplotlib; "
+            "before = dict(os.environ); ctrl_c = signal.getsignal(signal.SIGINT); "
             + "; ".join(f"import {m}" for m in PRODUCT_MODULES)
-            + "; print(json.dumps([os.environ.get('XLA_FLAGS'), dict(os.environ) == before]))")
+            + "; print(json.dumps([os.environ.get('XLA_FLAGS'), dict(os.environ) == before, "
+              "signal.getsignal(signal.SIGINT) is ctrl_c]))")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=PROJECT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[null, true]"
+    assert done.stdout.strip().splitlines()[-1] == "[null, true, true]"
 
 
 def test_host_tuning_apply_sets_the_kernel_flag_once_and_can_be_declined():

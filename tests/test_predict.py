@@ -233,8 +233,8 @@ def test_unusable_models_are_clear_errors(tmp_path, capsys, sample):
 
     future = resaved_model(tmp_path, format_version=99)
     assert refused(future) == (f"error: {future}: fer-jax model format version 99 but this "
-                               f"code reads version 1; retrain or use the matching code "
-                               f"version\n")
+                               f"code reads versions 1 and 2; retrain or use the matching "
+                               f"code version\n")
 
     not_a_model = tmp_path / "weights.h5"
     not_a_model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))

@@ -66,7 +66,10 @@ def test_a_model_is_verified_on_load_and_refused_naming_the_file(tmp_path, capsy
                               f"8 classes; the file is damaged: retrain or restore it\n")
     truncated = tmp_path / "truncated.msgpack"
     truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:100_000])
-    assert refused(truncated).startswith(f"error: {truncated}: not a fer-jax model file (")
+    message = refused(truncated)
+    assert message.startswith(f"error: {truncated}: not a fer-jax model file, or ")
+    assert message.endswith("so it is not used and is left as it is; restore it from a copy or "
+                            "train it again\n")
 
 
 def test_every_face_count_runs_through_two_compiled_shapes(sample, model, monkeypatch):

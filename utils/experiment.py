@@ -20,14 +20,17 @@ from tqdm import tqdm
 
 from loaders.batches import BatchLoader
 from loaders.hdf5 import read_test_aug_source_index, read_usage
+from loaders.integrity import dataset_identity
 from utils import console, methodology, model_io
 from utils.evaluation import confusion_matrix, results_on_test
 from utils.losses import cost_and_error
 from utils.methodology import Phase, Progress
 from utils.parallel import data_parallel, host_copy, host_scalar
 from utils.records import code_version, plot_confusion, record_run
-from utils.run_folder import ENTROPY_POINT, MODEL, RunFolder, check_same_definition
+from utils.run_folder import (ENTROPY_POINT, MODEL, RunFolder, check_same_dataset,
+                              check_same_definition)
 from utils.run_setup import RUN_MANAGEMENT, define_run, training_steps
+from utils.safe_files import NO_ROOM
 from utils.signals import StopRequests
 
 # Population BN statistics are taken from an order no training epoch uses.
@@ -107,12 +110,14 @@ class Experiment:
             trees["best"] = self.best_trees
         if self.progress.plateau is not None:
             trees["plateau"] = self.progress.plateau
-        self.folder.save_checkpoint({"config": self._definition(), "progress": progress}, trees)
+        self.folder.save_checkpoint({"config": self._definition(), "progress": progress,
+                                     "dataset": dataset_identity(self.info)}, trees)
 
     def _restore(self) -> None:
-        header, trees = self.folder.load_checkpoint()
-        path = self.folder.file("checkpoint.msgpack")
+        path, header, trees = self.folder.load_checkpoint()
         check_same_definition(path, header["config"], self._definition())
+        check_same_dataset(path, header.get("dataset"), dataset_identity(self.info),
+                           header["config"], self.dataset)
         self.progress = Progress(**header["progress"])
         finished = self.progress.phase_index >= len(self.phases)
         phase = self.phases[-1] if finished else self.phases[self.progress.phase_index]
@@ -131,6 +136,10 @@ class Experiment:
 
     # ---- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
+        with self.folder.claimed():  # no other run may use the folder meanwhile
+            return self._run_in_folder()
+
+    def _run_in_folder(self) -> dict:
         if self.folder.prepare(resume=self.config["resume"], overwrite=self.config["overwrite"]):
             self._restore()
         console.print_header(self.config, self.info, self.network,
@@ -142,7 +151,9 @@ class Experiment:
                 return self._finish()
         except (RunStopped, NonFiniteCost):
             raise
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, OSError) and error.errno in NO_ROOM:
+                raise self.folder.write_failure(error) from None  # more writes would fail too
             # An unexpected failure: keep what can be kept (the state may have been donated
             # to a step that did not return, in which case the last checkpoint stands).
             if self.state is not None and not any(
@@ -237,10 +248,11 @@ class Experiment:
         cost, error = host_scalar(metrics["cost"]), host_scalar(metrics["error"])
         if not math.isfinite(cost):
             self.state = None  # poisoned; the checkpoint on disk is the last good one
+            kept = (f"the last good checkpoint is kept in {self.folder.path}"
+                    if self.folder.newest_checkpoint() else "no checkpoint had been written yet")
             raise NonFiniteCost(
                 f"the training cost became {cost} in phase {phase.name}, epoch {p.epoch + 1}, "
-                f"batch {batch_number}: stopping. The last good checkpoint (end of the "
-                f"previous epoch) is kept in {self.folder.path}; a lower learning_rate (now "
+                f"batch {batch_number}: stopping; {kept}. A lower learning_rate (now "
                 f"{self.config['learning_rate']:g}) or batch_norm=True usually cures this")
         p.sums = [p.sums[0] + cost, p.sums[1] + error, p.sums[2] + 1]
         bar.update(1)
@@ -331,6 +343,7 @@ class Experiment:
                                                *views)
         counts = confusion_matrix(labels, predictions, len(self.info["class_names"]))
         results["confusion"] = counts.tolist()
+        results["class_names"] = list(self.info["class_names"])
         n_online = self.steps.views.n_views
         title = ("plain test" if views[0] is None else "augmented test (outputs summed over "
                  + ("variants)" if n_online == 1 else f"{n_online} views of each variant)"))
@@ -358,7 +371,8 @@ class Experiment:
         header = {"config": self._definition(), "network": self.network.name,
                   "network_options": self.network.options, "class_names":
                   list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
-                  "code_version": code_version(), **extra}
+                  "dataset": dataset_identity(self.info), "code_version": code_version(),
+                  **extra}
         self.folder.save_model(name, header, params, bn_state)
 
     def _finish(self) -> dict:

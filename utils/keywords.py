@@ -9,6 +9,7 @@ work starts, so a typo costs a second, not an epoch.
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from utils.network import check_hidden_sizes
 from utils.optim import OPTIMIZERS, SCHEDULES
 from utils.recipes import RECIPES, SAMPLE_RECIPE, recipe_for
 from utils.rna import get_activation
+from utils.setting_ranges import setting_problem
 
 
 class KeywordError(ValueError):
@@ -138,6 +140,9 @@ def settings_dict(name, v):
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
         raise KeywordError(f"{name} must be a dict of settings, e.g. {{'momentum': 0.9}}, "
                            f"got {v!r}")
+    problem = setting_problem(name, v)
+    if problem:
+        raise KeywordError(problem)
     return dict(v)
 
 
@@ -297,8 +302,18 @@ def parse_command_line(arguments: list[str]) -> dict:
         if "=" not in argument:
             raise KeywordError(f"argument {argument!r} is not key=value (see --help)")
         name, text = argument.split("=", 1)
+        if name.strip() in config:
+            raise KeywordError(f"{name.strip()} is given twice (the second time as {argument!r})"
+                               f": give each keyword once")
         config[name.strip()] = parse_value(text.strip())
     return config
+
+
+def _has_non_finite(value) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, (list, tuple, dict)) and any(map(_has_non_finite, items))
 
 
 def resolve(given: dict) -> dict:
@@ -307,6 +322,9 @@ def resolve(given: dict) -> dict:
         if name not in DEFAULTS:
             raise KeywordError(f"unknown keyword {name!r}{closest_name(name, KEYWORD_NAMES)}; "
                                f"see python run_experiment.py --help")
+        if _has_non_finite(given[name]):
+            raise KeywordError(f"{name}={given[name]!r}: numbers must be finite (a literal "
+                               f"beyond 1.8e308, such as 1e309, reads as inf)")
     recipe = recipe_for(given)
     if recipe not in RECIPES:
         raise KeywordError(f"recipe must be one of {', '.join(map(repr, RECIPES))}, got "

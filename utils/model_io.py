@@ -4,56 +4,96 @@ A model file holds the parameters, the BN statistics and a JSON header (the full
 configuration, the history, the results, the code version) so that it rebuilds its own network.
 A checkpoint additionally holds the whole ``TrainState`` (optimiser state, step, RNG) and the
 launcher's progress, so an interrupted run goes on exactly where it stopped.
+
+Format version 2 (written since checksums came in): a msgpack map of ``format``,
+``format_version``, ``sha256`` and ``contents``: msgpack bytes of the header (JSON) and the
+trees. The checksum covers the format, the version and the contents' bytes as stored, and is
+checked on every load before the contents are unpacked, so a damaged file is refused, never
+used, and the check does not depend on msgpack re-encoding anything the same way. Version 1
+files (header and trees in the top-level map, no checksum, e.g. the shipped default model)
+are still read as they always were.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import msgpack
 import numpy as np
 from flax import serialization
 
 from utils.network import Network
 from utils.networks import get_network
 from utils.parallel import host_copy
+from utils.safe_files import atomic_write
 
 MODEL_FORMAT = "fer-jax model"
 CHECKPOINT_FORMAT = "fer-jax checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+UNCHECKED_VERSION = 1  # read as before: no checksum to verify
 
 
 class ModelFileError(ValueError):
     """A model or checkpoint file that cannot be used (names the file and the reason)."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+MISMATCH = ("damaged: its contents do not match the checksum saved with it (a bad disk block, "
+            "an interrupted copy or an edit)")
+
+
+class DamagedFile(ModelFileError):
+    """A file that is damaged (or unreadable); it is never used, nor removed."""
+
+    def __init__(self, path: Path, what: str = MISMATCH,
+                 advice: str = "restore it from a copy or train it again"):
+        super().__init__(f"{path}: {what}, so it is not used and is left as it is; {advice}")
+        self.path, self.what = path, what
 
 
 def to_host(tree):
     return jax.tree_util.tree_map(host_copy, serialization.to_state_dict(tree))
 
 
-def save(path: Path, kind: str, header: dict, trees: dict) -> None:
+def _checksum(kind, version, contents: bytes) -> str:
+    digest = hashlib.sha256(f"{kind}\0{version}\0".encode())
+    digest.update(contents)
+    return digest.hexdigest()
+
+
+def save(path: Path, kind: str, header: dict, trees: dict, *,
+         keep_previous: Path | None = None) -> None:
+    """Write the file atomically; keep_previous: the name the file it replaces moves to."""
+    contents = serialization.msgpack_serialize(
+        {"header": json.dumps(header, default=str),
+         **{name: to_host(tree) for name, tree in trees.items()}})
     payload = {"format": kind, "format_version": FORMAT_VERSION,
-               "header": json.dumps(header, default=str)}
-    payload.update({name: to_host(tree) for name, tree in trees.items()})
-    atomic_write(path, serialization.msgpack_serialize(payload))
+               "sha256": _checksum(kind, FORMAT_VERSION, contents), "contents": contents}
+    # Plain msgpack keeps this order (flax's would sort the keys): the small map comes first.
+    atomic_write(path, msgpack.packb(payload), keep_previous=keep_previous)
+
+
+def _read_payload(path: Path, kind: str) -> dict:
+    """The file's top-level map, its contents verified and unpacked when it has a checksum."""
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:  # msgpack raises several unrelated types on garbage
+        raise DamagedFile(path, f"not a {kind} file, or a damaged one ({type(err).__name__}: "
+                                f"{err})") from None
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{path}: not a {kind} file")
+    if "contents" not in payload and "sha256" not in payload:
+        if payload.get("format_version") == FORMAT_VERSION:
+            raise DamagedFile(path)  # a version-2 file whose checksum or contents are gone
+        return payload  # version 1 (or another version, which load() names)
+    contents = payload.get("contents")
+    if not (isinstance(contents, bytes) and payload.get("sha256") == _checksum(
+            payload.get("format"), payload.get("format_version"), contents)):
+        raise DamagedFile(path)  # checked before a byte of the contents is believed
+    return {k: v for k, v in payload.items() if k not in ("sha256", "contents")} | \
+        serialization.msgpack_restore(contents)
 
 
 def load(path: Path, kind: str) -> tuple[dict, dict]:
@@ -63,18 +103,15 @@ def load(path: Path, kind: str) -> tuple[dict, dict]:
         path = path / ("model.msgpack" if kind == MODEL_FORMAT else "checkpoint.msgpack")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
-    try:
-        payload = serialization.msgpack_restore(path.read_bytes())
-    except Exception as err:  # msgpack raises several unrelated types on garbage
-        raise ModelFileError(f"{path}: not a {kind} file ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != kind:
-        found = payload.get("format") if isinstance(payload, dict) else None
-        raise ModelFileError(f"{path}: not a {kind} file (format {found!r})")
-    if payload.get("format_version") != FORMAT_VERSION:
+    payload = _read_payload(path, kind)
+    if payload.get("format") != kind:
+        raise ModelFileError(f"{path}: not a {kind} file (format {payload.get('format')!r})")
+    if payload.get("format_version") not in (FORMAT_VERSION, UNCHECKED_VERSION):
         raise ModelFileError(f"{path}: {kind} format version {payload.get('format_version')} "
-                             f"but this code reads version {FORMAT_VERSION}; retrain or use "
-                             f"the matching code version")
+                             f"but this code reads versions {UNCHECKED_VERSION} and "
+                             f"{FORMAT_VERSION}; retrain or use the matching code version")
     header = json.loads(payload.pop("header"))
+    del payload["format"], payload["format_version"]
     return header, payload
 
 

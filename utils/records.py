@@ -1,7 +1,6 @@
 """What an experiment leaves behind: history CSV, plots, and its row in the experiment registry."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 import subprocess
@@ -12,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from utils.methodology import CRITERIA
-from utils.model_io import atomic_write
+from utils.registry import append_registry_row, csv_text
+from utils.safe_files import atomic_write
 
 HISTORY_COLUMNS = ["phase", "epoch", "train_cost", "train_error", "val_cost", "val_error",
                    "test_error", "learning_rate", "epoch_seconds"]
@@ -34,34 +34,8 @@ def code_version() -> str:
         return "unknown"
 
 
-def _csv_text(columns: list[str], rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
 def write_history(path: Path, history: list[dict]) -> None:
-    atomic_write(path, _csv_text(HISTORY_COLUMNS, history).encode())
-
-
-def append_registry_row(path: Path, row: dict) -> None:
-    """Add one row; earlier rows are kept, new columns (a newer launcher) are added at the end.
-
-    The file is rewritten through a temporary name, so an interrupted write loses nothing.
-    """
-    path = Path(path)
-    rows, columns = [], []
-    if path.exists():
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = list(reader.fieldnames or [])
-            rows = list(reader)
-    columns += [name for name in row if name not in columns]
-    rows.append({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write(path, _csv_text(columns, rows).encode())
+    atomic_write(path, csv_text(HISTORY_COLUMNS, history).encode())
 
 
 def record_run(folder, config: dict, results: dict, history: list[dict],
@@ -74,9 +48,10 @@ def record_run(folder, config: dict, results: dict, history: list[dict],
                  json.dumps({"config": config, "results": results}, indent=2,
                             default=str).encode())
     row = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code_version": code_version()}
+    values = {**{k: v for k, v in config.items() if k not in run_management},
+              **{k: v for k, v in results.items() if k not in ("confusion", "epochs")}}
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v
-                for k, v in config.items() if k not in run_management})
-    row.update({k: v for k, v in results.items() if k not in ("confusion", "epochs")})
+                for k, v in values.items()})
     append_registry_row(Path(config["registry"]), row)
 
 

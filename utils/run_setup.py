@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from loaders.augment import get_variant
 from loaders.hdf5 import dataset_info
+from loaders.integrity import verify_dataset
 from loaders.sample import ensure_sample_dataset
 from utils import methodology, online_augmentation
 from utils.keywords import KeywordError
@@ -78,7 +79,8 @@ class RunDefinition(NamedTuple):
 
 def define_run(given: dict) -> RunDefinition:
     dataset = dataset_path(given)
-    info = dataset_info(dataset)
+    labels_sha256 = verify_dataset(dataset)  # whole splits, valid labels: before any use
+    info = {**dataset_info(dataset), "labels_sha256": labels_sha256}
     image_size = check_dataset(dataset, info, given)
     network = get_network(given["network"], im_dim=image_size,
                           n_classes=len(info["class_names"]),
