@@ -138,7 +138,8 @@ def report(result: dict) -> list[str]:
 
     def add(name, views_label, figures):
         lines.append(f"{name:44} {views_label:>6} {_percent(figures['all'])} "
-                     f"{_percent(figures['PublicTest']):>11} {_percent(figures['PrivateTest']):>11}")
+                     f"{_percent(figures['PublicTest']):>11} "
+                     f"{_percent(figures['PrivateTest']):>11}")
 
     for row in result["models"]:
         add(f"{row['model']} ({row['network']})", "plain", row["plain"])

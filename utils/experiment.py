@@ -19,22 +19,17 @@ import numpy as np
 from tqdm import tqdm
 
 from loaders.batches import BatchLoader
-from loaders.hdf5 import read_test_aug_source_index, read_usage
 from loaders.integrity import dataset_identity
 from utils import console, methodology, model_io
-from utils.evaluation import confusion_matrix, results_on_test
 from utils.losses import cost_and_error
 from utils.methodology import Phase, Progress
 from utils.parallel import data_parallel, host_copy, host_scalar
-from utils.records import code_version, plot_confusion, record_run
-from utils.run_folder import (ENTROPY_POINT, MODEL, RunFolder, check_same_dataset,
-                              check_same_definition)
-from utils.run_setup import RUN_MANAGEMENT, define_run, training_steps
+from utils.records import code_version
+from utils.run_end import finish_run
+from utils.run_folder import ENTROPY_POINT, RunFolder, check_same_dataset, check_same_definition
+from utils.run_setup import RUN_MANAGEMENT, STATS_EPOCH_OFFSET, define_run, training_steps
 from utils.safe_files import NO_ROOM
 from utils.signals import StopRequests
-
-# Population BN statistics are taken from an order no training epoch uses.
-STATS_EPOCH_OFFSET = 1_000_000
 
 
 class RunStopped(Exception):
@@ -148,7 +143,7 @@ class Experiment:
             with self.stop:
                 while self.progress.phase_index < len(self.phases):
                     self._run_phase(self.phases[self.progress.phase_index])
-                return self._finish()
+                return finish_run(self)
         except (RunStopped, NonFiniteCost):
             raise
         except BaseException as error:
@@ -270,7 +265,7 @@ class Experiment:
             self._step_plateau(row["train_cost"])
         if not (phase.validates or self.config["test_each_epoch"]):
             return row
-        self._population_statistics(phase.split, self._data_epoch())
+        self.population_statistics(phase.split, self._data_epoch())
         if phase.validates:
             row["val_cost"], row["val_error"] = self._evaluate("val")
             self._track_best(row)
@@ -281,7 +276,7 @@ class Experiment:
             row["test_error"] = self._evaluate("test")[1]
         return row
 
-    def _population_statistics(self, split: str, data_epoch: int) -> None:
+    def population_statistics(self, split: str, data_epoch: int) -> None:
         """BN paper inference statistics over bn_batches training batches, into the state."""
         if not (self.config["batch_norm"] and self.config["bn_stats"] == "population"):
             return
@@ -295,14 +290,14 @@ class Experiment:
             batches.close()
         self.state = self.state._replace(bn_state=self.parallel.replicate(stats))
 
-    def _predict(self, split: str):
+    def predict(self, split: str):
         return self.steps.predict(self.state.params, self.state.bn_state,
                                   self.loader(split, training=False).batches(0),
                                   gather=self.parallel.gather)
 
     def _evaluate(self, split: str) -> tuple[float, float]:
         """(cost, error) of the current parameters on a split."""
-        return cost_and_error(*self._predict(split))
+        return cost_and_error(*self.predict(split))
 
     def _track_best(self, row: dict) -> None:
         p, criterion = self.progress, self.config["criterion"]
@@ -330,69 +325,14 @@ class Experiment:
         best = self.progress.best
         self.progress.entropy_epoch = best["epoch"]
         console.print_point(methodology.CRITERIA[self.config["criterion"]][1], best)
-        self._save_model(ENTROPY_POINT, *self.best_trees, {"selected_at_epoch": best["epoch"]})
+        self.save_model(ENTROPY_POINT, *self.best_trees, {"selected_at_epoch": best["epoch"]})
         self.close_loaders()
 
-    # ---- test and results -----------------------------------------------------------------
-    def _test(self) -> dict:
-        console.log("\n== test ==")
-        self._population_statistics(self.phases[-1].split, STATS_EPOCH_OFFSET)
-        logits, labels = self._predict("test")
-        views = self._test_view_logits(len(labels))
-        results, predictions = results_on_test(logits, labels, read_usage(self.dataset, "test"),
-                                               *views)
-        counts = confusion_matrix(labels, predictions, len(self.info["class_names"]))
-        results["confusion"] = counts.tolist()
-        results["class_names"] = list(self.info["class_names"])
-        n_online = self.steps.views.n_views
-        title = ("plain test" if views[0] is None else "augmented test (outputs summed over "
-                 + ("variants)" if n_online == 1 else f"{n_online} views of each variant)"))
-        if self.folder.writes_files:
-            plot_confusion(self.folder.file("confusion.png"), counts,
-                           list(self.info["class_names"]),
-                           f"{self.network.name} on {self.dataset.name}: {title}")
-        return results
-
-    def _test_view_logits(self, n_test: int):
-        """(logits of every test-time view, the test image of each row), or (None, None):
-        the dataset's variants of each test image (/test_aug), each in its online views."""
-        n_online = self.steps.views.n_views
-        if not self.has_test_aug and n_online == 1:
-            return None, None
-        split = "test_aug" if self.has_test_aug else "test"
-        logits, _ = self.steps.predict(self.state.params, self.state.bn_state,
-                                       self.loader(split, training=False).batches(0),
-                                       gather=self.parallel.gather, views=n_online > 1)
-        source = (read_test_aug_source_index(self.dataset) if self.has_test_aug
-                  else np.arange(n_test))
-        return logits, np.repeat(source, n_online)
-
-    def _save_model(self, name: str, params, bn_state, extra: dict) -> None:
+    # ---- saving ---------------------------------------------------------------------------
+    def save_model(self, name: str, params, bn_state, extra: dict) -> None:
         header = {"config": self._definition(), "network": self.network.name,
                   "network_options": self.network.options, "class_names":
                   list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
                   "dataset": dataset_identity(self.info), "code_version": code_version(),
                   **extra}
         self.folder.save_model(name, header, params, bn_state)
-
-    def _finish(self) -> dict:
-        results = self._test()
-        p = self.progress
-        results.update({
-            "entropy_epoch": p.entropy_epoch,
-            "best_val_cost": p.best["val_cost"] if p.best else None,
-            "best_val_error": p.best["val_error"] if p.best else None,
-            "epochs": {ph.name: sum(1 for h in p.history if h["phase"] == ph.name)
-                       for ph in self.phases},
-            "train_seconds": round(p.train_seconds, 1),
-            "seconds_per_epoch": round(p.train_seconds / max(len(p.history), 1), 2),
-            "parameters": self.network.param_count(),
-        })
-        self._save_model(MODEL, self.state.params, self.state.bn_state,
-                         {"history": p.history, "results": results})
-        if self.folder.writes_files:
-            record_run(self.folder, self.config, results, p.history, p.entropy_epoch,
-                       RUN_MANAGEMENT)
-            self.folder.remove_checkpoint()
-        console.print_summary(results, self.network.name, self.dataset.name, self.config)
-        return results

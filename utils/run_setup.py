@@ -25,6 +25,8 @@ from utils.views import OnlineViews
 # Keywords that manage the run rather than define it: they may differ when resuming.
 RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",
                   "coordinator_address", "num_processes", "process_id")
+# Population BN statistics are taken from an order no training epoch uses.
+STATS_EPOCH_OFFSET = 1_000_000
 NETWORK_KEYWORDS = ("n_hidden", "activation", "batch_norm", "p_drop", "p_dropConv",
                     "gaussian_std", "last_pool", "projection_shortcut")
 

@@ -240,7 +240,8 @@ def _sampled_face(gray: np.ndarray, region: np.ndarray, size: int) -> np.ndarray
         right = min(gray.shape[1], int(np.ceil(centre_x + reach)))
         bottom = min(gray.shape[0], int(np.ceil(centre_y + reach)))
         factor = 2 * size / side
-        width, height = max(1, round((right - left) * factor)), max(1, round((bottom - top) * factor))
+        width = max(1, round((right - left) * factor))
+        height = max(1, round((bottom - top) * factor))
         gray = cv2.resize(gray[top:bottom, left:right], (width, height),
                           interpolation=cv2.INTER_AREA)
         centre_x = (centre_x - left) * width / (right - left)
