@@ -4,6 +4,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import jax.numpy as jnp
+
 from loaders.build_dataset import build_dataset
 from loaders.sample import SAMPLE_CSV
 
@@ -35,3 +37,23 @@ def build_public_private_dataset(folder: Path) -> Path:
     csv = folder / "public_private.csv"
     csv.write_text("\n".join([header, *relabelled]) + "\n")
     return build_dataset(csv, "mirror", folder / "public_private_mirror.h5")
+
+
+def sabotage_train_step(experiment, at_call: int, sabotage) -> None:
+    """Replace the experiment's compiled train step by one that behaves until call number
+    ``at_call`` (counting from 1), where ``sabotage(real_train, state, x, y, targets)`` runs in
+    its place: a failure, a poisoned cost, a stop request."""
+    real_train, calls = experiment.steps.train, [0]
+
+    def train(state, x, y, targets=None):
+        calls[0] += 1
+        if calls[0] == at_call:
+            return sabotage(real_train, state, x, y, targets)
+        return real_train(state, x, y, targets)
+
+    experiment.steps.train = train
+
+
+def nan_cost(real_train, *arguments):
+    state, metrics = real_train(*arguments)
+    return state, {**metrics, "cost": jnp.asarray(jnp.nan)}

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from launcher_support import build_public_private_dataset, quick_config
+from launcher_support import (build_public_private_dataset, nan_cost, quick_config,
+                              sabotage_train_step)
 
 import run_experiment as launcher
 from utils import experiment as run
@@ -322,17 +323,8 @@ def test_init_from_starts_from_a_saved_model_and_refuses_another_architecture(fi
 
 def test_non_finite_cost_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample):
     experiment = run.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
-    real_train = experiment.steps.train
-    calls = {"n": 0}
-
-    def train(state, x, y, targets=None):
-        calls["n"] += 1
-        state, metrics = real_train(state, x, y, targets)
-        if calls["n"] == 25:  # second epoch (19 batches of 50 per epoch of train_noval)
-            metrics = {**metrics, "cost": jnp.asarray(jnp.nan)}
-        return state, metrics
-
-    experiment.steps.train = train
+    # The second epoch's 6th step (19 batches of 50 per epoch of train_noval).
+    sabotage_train_step(experiment, 25, nan_cost)
     with pytest.raises(run.NonFiniteCost, match=r"became nan in phase search, epoch 2, "
                                                      r"batch 6: stopping"):
         experiment.run()
@@ -349,16 +341,11 @@ def test_the_whole_methodology_compiles_one_train_and_one_eval_step(finished_run
 
 def test_an_exception_saves_a_consistent_checkpoint_before_exiting(tmp_path, sample):
     experiment = run.Experiment(resolve(quick_config(tmp_path, sample, n_epochs=3)))
-    real_train = experiment.steps.train
-    calls = {"n": 0}
 
-    def train(state, x, y, targets=None):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise RuntimeError("disk on fire")
-        return real_train(state, x, y, targets)
+    def fail(*arguments):
+        raise RuntimeError("disk on fire")
 
-    experiment.steps.train = train
+    sabotage_train_step(experiment, 25, fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         experiment.run()
     header, trees = model_io.load(tmp_path / "run", model_io.CHECKPOINT_FORMAT)

@@ -9,9 +9,8 @@ import subprocess
 import time
 
 import h5py
-import jax.numpy as jnp
 import pytest
-from launcher_support import PROJECT, quick_config
+from launcher_support import PROJECT, nan_cost, quick_config, sabotage_train_step
 from test_registry import dead_pid
 from test_reliability import arguments, stopped_run
 from test_resume import sample  # noqa: F401 - the module-scoped built-in sample fixture
@@ -121,13 +120,7 @@ def test_partial_files_of_killed_writers_are_removed_when_the_run_resumes(sample
 
 def test_a_non_finite_cost_before_any_checkpoint_says_there_is_none(sample, tmp_path):
     experiment = run.Experiment(resolve(quick_config(tmp_path, sample)))
-    real_train = experiment.steps.train
-
-    def train(state, x, y, targets=None):
-        state, metrics = real_train(state, x, y, targets)
-        return state, {**metrics, "cost": jnp.asarray(jnp.nan)}
-
-    experiment.steps.train = train
+    sabotage_train_step(experiment, 1, nan_cost)
     with pytest.raises(run.NonFiniteCost, match=r"became nan in phase search, epoch 1, batch 1: "
                                                 r"stopping; no checkpoint had been written yet\. "
                                                 r"A lower learning_rate"):

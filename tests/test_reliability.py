@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from launcher_support import PROJECT, quick_config
+from launcher_support import PROJECT, quick_config, sabotage_train_step
 from test_resume import sample  # noqa: F401 - the module-scoped built-in sample fixture
 from test_resume import assert_same_run, command, environment, final_model
 
@@ -45,15 +45,12 @@ def stopped_run(config: dict, stop_after: int = 25) -> Path:
     of the search, batch 6: checkpoint.msgpack there, checkpoint.previous.msgpack at the end
     of epoch 1). Returns the run folder."""
     experiment = run.Experiment(resolve(config))
-    real_train, calls = experiment.steps.train, [0]
 
-    def train(state, x, y, targets=None):
-        calls[0] += 1
-        if calls[0] == stop_after:
-            experiment.stop.requested = "SIGINT"
-        return real_train(state, x, y, targets)
+    def request_stop(real_train, *arguments):
+        experiment.stop.requested = "SIGINT"
+        return real_train(*arguments)
 
-    experiment.steps.train = train
+    sabotage_train_step(experiment, stop_after, request_stop)
     with pytest.raises(run.RunStopped):
         experiment.run()
     return Path(config["savename"])
