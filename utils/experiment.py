@@ -58,6 +58,8 @@ class Experiment:
         self.best_trees = None  # search: (params, bn_state) at the best epoch, on the host
         self.loaders: dict[str, BatchLoader] = {}
         self.stop = StopRequests()
+        # The code the run (or its resumption) started with, not the tree at its end.
+        self.code_version = code_version()
 
     # ---- set-up ---------------------------------------------------------------------------
     def _initial_parameters(self):
@@ -333,6 +335,6 @@ class Experiment:
         header = {"config": self._definition(), "network": self.network.name,
                   "network_options": self.network.options, "class_names":
                   list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
-                  "dataset": dataset_identity(self.info), "code_version": code_version(),
+                  "dataset": dataset_identity(self.info), "code_version": self.code_version,
                   **extra}
         self.folder.save_model(name, header, params, bn_state)

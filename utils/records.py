@@ -39,7 +39,7 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def record_run(folder, config: dict, results: dict, history: list[dict],
-               entropy_epoch: int | None, run_management) -> None:
+               entropy_epoch: int | None, run_management, version: str) -> None:
     """A finished run's files in its folder (history.csv, cost.png, results.json) and its row
     in the registry: every keyword that defines the run, every result, time, code version."""
     write_history(folder.file("history.csv"), history)
@@ -47,7 +47,7 @@ def record_run(folder, config: dict, results: dict, history: list[dict],
     atomic_write(folder.file("results.json"),
                  json.dumps({"config": config, "results": results}, indent=2,
                             default=str).encode())
-    row = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code_version": code_version()}
+    row = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code_version": version}
     values = {**{k: v for k, v in config.items() if k not in run_management},
               **{k: v for k, v in results.items() if k not in ("confusion", "epochs")}}
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v

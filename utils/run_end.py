@@ -70,7 +70,7 @@ def finish_run(run) -> dict:
                    {"history": p.history, "results": results})
     if run.folder.writes_files:
         record_run(run.folder, run.config, results, p.history, p.entropy_epoch,
-                   RUN_MANAGEMENT)
+                   RUN_MANAGEMENT, run.code_version)
         run.folder.remove_checkpoint()
     console.print_summary(results, run.network.name, run.dataset.name, run.config)
     return results
