@@ -1,4 +1,5 @@
-"""The primitives' fast paths give the results of the plain formulations they replace.
+"""The primitives' CPU fast paths (utils.cpu_kernels) give the results of the plain
+formulations they replace.
 
 Bit for bit where the fast path only reorganises the same operations (dropout masks, noise,
 max-pooling and its gradient routing), within float32 rounding where sums are reordered
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from utils import rna
+from utils import cpu_kernels, rna
 
 RNG = np.random.default_rng(7)
 
@@ -54,10 +55,10 @@ def test_gaussian_noise_is_jax_random_normal_bit_for_bit():
 def test_uniform_falls_back_to_jax_random_outside_the_fast_path():
     key = jax.random.key(9)
     with jax.enable_x64(True):  # float64 draws use 64 random bits: jax.random's own path
-        np.testing.assert_array_equal(rna.uniform(key, (5,), jnp.float64),
+        np.testing.assert_array_equal(cpu_kernels.uniform(key, (5,), jnp.float64),
                                       jax.random.uniform(key, (5,), jnp.float64))
     legacy = jax.random.PRNGKey(2)  # raw uint32 key data
-    np.testing.assert_array_equal(rna.uniform(legacy, (5,)), jax.random.uniform(legacy, (5,)))
+    np.testing.assert_array_equal(cpu_kernels.uniform(legacy, (5,)), jax.random.uniform(legacy, (5,)))
 
 
 @pytest.mark.parametrize("size,shape", [(2, (2, 7, 6, 3)), (3, (2, 8, 7, 2)), (2, (3, 4, 4, 5))])
@@ -108,7 +109,7 @@ def test_batch_norm_and_its_gradients_match_the_plain_formula_in_float64(shape):
 def test_feature_sum_folds_rows_and_sums_like_numpy():
     for shape in [(128, 12, 12, 64), (3, 5), (2, 3, 7)]:
         x = RNG.normal(size=shape).astype(np.float32)
-        np.testing.assert_allclose(rna.feature_sum(jnp.asarray(x)),
+        np.testing.assert_allclose(cpu_kernels.feature_sum(jnp.asarray(x)),
                                    x.astype(np.float64).reshape(-1, shape[-1]).sum(0),
                                    rtol=1e-5, atol=1e-4)
 
@@ -140,6 +141,6 @@ def test_relu_gradients_match_the_plain_functions(activation, reference):
 
 def test_computed_once_reads_back_the_integers_it_kept():
     values = np.arange(64)
-    kept = rna.computed_once(jnp.asarray(values))
+    kept = cpu_kernels.computed_once(jnp.asarray(values))
     for k in range(64):
-        np.testing.assert_array_equal(rna.computed_once_equals(kept, k), values == k)
+        np.testing.assert_array_equal(cpu_kernels.computed_once_equals(kept, k), values == k)
