@@ -5,7 +5,7 @@ import json
 import pytest
 
 from loaders.sample import ensure_sample_dataset
-from utils import benchmark
+from utils.benchmark import cli, measure
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -14,7 +14,7 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     peers = ["flax", "torch", "torch_cl"] if HAS_TORCH else ["flax"]
     dataset = ensure_sample_dataset("mirror", tmp_path)
     out = tmp_path / "bench.json"
-    code = benchmark.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
+    code = cli.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
                            "--quick", "--peers", *peers, "--json", str(out),
                            "--pipeline-network", "mlp", "--dataset", str(dataset),
                            "--pipeline-batches", "2", "--devices", "1", "2", "3"])
@@ -62,12 +62,12 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
 
 
 def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
-    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)
-    assert benchmark._available_peers(["torch"]) == {"torch": "torch is not installed"}
+    monkeypatch.setattr(measure.importlib.util, "find_spec", lambda name: None)
+    assert measure.available_peers(["torch"]) == {"torch": "torch is not installed"}
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--batch-sizes", "0"],
                                   ["--peers", "jax"], ["--devices", "0"]])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
-        benchmark.parse_args(argv)
+        cli.parse_args(argv)

@@ -1,6 +1,6 @@
 """The peer written the idiomatic flax.linen way: nn.Conv, nn.BatchNorm, nn.max_pool, nn.Dropout.
 
-Same layers, order and parameter count as ours (see ``utils.peers``); trained with optax SGD
+Same layers, order and parameter count as ours (see ``utils.benchmark.peers``); trained with optax SGD
 in one jitted step that donates its state, like ``utils.training.Steps``.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from convnets.networks import Conv, Pool, Residual
-from utils.peers import PeerSpec
+from utils.benchmark.peers import PeerSpec
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "linear": lambda z: z}
 

@@ -2,7 +2,7 @@
 
 PyTorch is an optional extra (``pip install fer-jax[bench]``), never a runtime dependency:
 import this module only when ``torch`` is installed. Same layers, order and parameter count
-as ours (see ``utils.peers``); trained with torch.optim.SGD.
+as ours (see ``utils.benchmark.peers``); trained with torch.optim.SGD.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from convnets.networks import Conv, Pool, Residual
-from utils.peers import PeerSpec
+from utils.benchmark.peers import PeerSpec
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
 
