@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from utils import cpu_kernels, rna
+from utils import cpu_batch_norm, cpu_kernels, rna
 
 RNG = np.random.default_rng(7)
 
@@ -109,7 +109,7 @@ def test_batch_norm_and_its_gradients_match_the_plain_formula_in_float64(shape):
 def test_feature_sum_folds_rows_and_sums_like_numpy():
     for shape in [(128, 12, 12, 64), (3, 5), (2, 3, 7)]:
         x = RNG.normal(size=shape).astype(np.float32)
-        np.testing.assert_allclose(cpu_kernels.feature_sum(jnp.asarray(x)),
+        np.testing.assert_allclose(cpu_batch_norm.feature_sum(jnp.asarray(x)),
                                    x.astype(np.float64).reshape(-1, shape[-1]).sum(0),
                                    rtol=1e-5, atol=1e-4)
 
@@ -144,3 +144,36 @@ def test_computed_once_reads_back_the_integers_it_kept():
     kept = cpu_kernels.computed_once(jnp.asarray(values))
     for k in range(64):
         np.testing.assert_array_equal(cpu_kernels.computed_once_equals(kept, k), values == k)
+
+
+@pytest.mark.parametrize("shape,size", [((4, 6, 6, 5), 2), ((3, 7, 5, 4), 2), ((2, 6, 6, 3), 3)])
+def test_batch_norm_max_pool_matches_pooling_the_plain_batch_norm(shape, size):
+    # Integer inputs: windows with tied maxima (and minima) route the gradient to the first,
+    # as the reference's select-and-scatter does; gamma < 0 (the window minimum is the
+    # normalised maximum) and gamma == 0 (every value ties) included; a ragged border on
+    # (3, 7, 5, 4); weights on the returned statistics too.
+    x = jnp.asarray(RNG.integers(-3, 4, size=shape).astype(np.float32))
+    c = shape[-1]
+    gamma = jnp.asarray(np.concatenate([[1.5, -0.7, 0.0], RNG.normal(size=c - 3)]), jnp.float32)
+    beta = jnp.asarray(RNG.normal(size=c).astype(np.float32))
+    pooled_shape = plain_max_pool(x, size).shape
+    w_y = jnp.asarray(RNG.normal(size=pooled_shape).astype(np.float32))
+    w_mean, w_var = (jnp.asarray(RNG.normal(size=c).astype(np.float32)) for _ in range(2))
+
+    def plain(x, gamma, beta):
+        y, mean, var = plain_batch_norm(x, gamma, beta)
+        return plain_max_pool(y, size), mean, var
+
+    def fused(x, gamma, beta):
+        return cpu_batch_norm.batch_norm_max_pool_train(x, gamma, beta, rna.BN_EPSILON, size)
+
+    def cost(fn, *args):
+        y, mean, var = fn(*args)
+        return jnp.sum(y * w_y) + jnp.sum(mean * w_mean) + jnp.sum(var * w_var)
+
+    for got, expected in zip(fused(x, gamma, beta), plain(x, gamma, beta)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(lambda *a: cost(fused, *a), argnums=(0, 1, 2)))(x, gamma, beta)
+    expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2))(x, gamma, beta)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))

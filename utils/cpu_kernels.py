@@ -6,7 +6,7 @@ replaces (``tests/test_rna_kernels.py``): bit for bit where only the organisatio
 (dropout masks, noise, max-pooling and its gradient routing, the ReLUs), within float rounding
 where sums are reordered (batch norm, the patch conv).
 
-The ReLUs, max-pooling and train-mode batch norm define their own gradients with
+The ReLUs and max-pooling define their own gradients with
 ``jax.custom_vjp``: they differentiate in reverse mode (jax.grad, jax.vjp, what training
 uses), not in forward mode (jax.jvp).
 """
@@ -114,7 +114,7 @@ def _same_taps(x, kh: int, kw: int) -> list:
 # the first maximum's position, kept at the pooled size (XLA's select-and-scatter recomputes
 # the comparisons at full size).
 # --------------------------------------------------------------------------------------------
-def _pool_windows(x, size: int) -> list:
+def pool_windows(x, size: int) -> list:
     """The size*size strided views of x, one per position in the window, row-major."""
     n, h, w, c = x.shape
     rows, cols = h // size, w // size
@@ -122,7 +122,7 @@ def _pool_windows(x, size: int) -> list:
     return [blocks[:, :, i, :, j, :] for i in range(size) for j in range(size)]
 
 
-def _window_max(windows):
+def window_max(windows):
     top = windows[0]
     for window in windows[1:]:
         top = jnp.maximum(top, window)
@@ -131,27 +131,38 @@ def _window_max(windows):
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_pool(x, size):
-    return _window_max(_pool_windows(x, size))
+    return window_max(pool_windows(x, size))
 
 
 def _max_pool_fwd(x, size):
-    windows = _pool_windows(x, size)
-    top = _window_max(windows)
-    first = jnp.full(top.shape, len(windows) - 1, jnp.int32)
-    for k in range(len(windows) - 2, -1, -1):
-        first = jnp.where(windows[k] == top, k, first)
-    return top, (computed_once(first), x.shape)
+    windows = pool_windows(x, size)
+    top = window_max(windows)
+    return top, (computed_once(first_position(windows, top)), x.shape)
 
 
 def _max_pool_bwd(size, residuals, g):
     first, x_shape = residuals
+    return (unpool(g, first, x_shape, size),)
+
+
+def first_position(windows, chosen):
+    """Per pooled value, the first window position (row-major) holding ``chosen``."""
+    first = jnp.full(chosen.shape, len(windows) - 1, jnp.int32)
+    for k in range(len(windows) - 2, -1, -1):
+        first = jnp.where(windows[k] == chosen, k, first)
+    return first
+
+
+def unpool(g, first, x_shape, size: int):
+    """The pooled gradient g sent to the window positions ``first`` (computed_once) marks,
+    zero elsewhere and on a ragged border: a map of shape x_shape."""
     n, rows, cols, c = g.shape
     position = np.arange(size * size).reshape(1, 1, size, 1, size, 1)
     gx = jnp.where(computed_once_equals(first[:, :, None, :, None, :], position),
                    g[:, :, None, :, None, :],
                    jnp.zeros((), g.dtype)).reshape(n, rows * size, cols * size, c)
     ragged = ((0, 0), (0, x_shape[1] - rows * size), (0, x_shape[2] - cols * size), (0, 0))
-    return (jnp.pad(gx, ragged) if ragged[1][1] or ragged[2][1] else gx,)
+    return jnp.pad(gx, ragged) if ragged[1][1] or ragged[2][1] else gx
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -205,60 +216,3 @@ def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0):
     floats = lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1.0)
     minval, maxval = jnp.asarray(minval, jnp.float32), jnp.asarray(maxval, jnp.float32)
     return jnp.maximum(minval, floats * (maxval - minval) + minval)
-
-
-# --------------------------------------------------------------------------------------------
-# Train-mode batch norm: per-feature sums folded into wide rows, a closed-form backward
-# --------------------------------------------------------------------------------------------
-# XLA's CPU reductions are fast along a wide last axis but slow over many leading axes onto a
-# narrow one, so per-feature sums fold rows into the last axis first: [R, C] -> [R/k, k*C].
-_WIDE_ROW = 4096
-
-
-def feature_sum(x):
-    """Sum over all axes but the last."""
-    c = x.shape[-1]
-    rows = x.size // c
-    fold = math.gcd(rows, max(1, _WIDE_ROW // c))
-    if rows <= fold:
-        return jnp.sum(x.reshape(rows, c), axis=0)
-    partial_sums = jnp.sum(x.reshape(rows // fold, fold * c), axis=0)
-    return jnp.sum(partial_sums.reshape(fold, c), axis=0)
-
-
-def _batch_moments(x):
-    """Per-feature mean and biased variance (two passes: no cancellation)."""
-    m = x.size // x.shape[-1]
-    mean = feature_sum(x) / m
-    return mean, feature_sum(jnp.square(x - mean)) / m
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm_train(x, gamma, beta, eps):
-    """(gamma * (x - mean) / sqrt(var + eps) + beta, mean, biased var) over all but the last
-    axis."""
-    mean, var = _batch_moments(x)
-    return (x - mean) * (gamma * lax.rsqrt(var + eps)) + beta, mean, var
-
-
-def _batch_norm_train_fwd(x, gamma, beta, eps):
-    mean, var = _batch_moments(x)
-    inv_std = lax.rsqrt(var + eps)
-    return ((x - mean) * (gamma * inv_std) + beta, mean, var), (x, mean, inv_std, gamma)
-
-
-def _batch_norm_train_bwd(eps, residuals, cotangents):
-    # The usual closed form (two per-feature sums, then one elementwise pass), plus what flows
-    # back through the returned batch mean and variance.
-    x, mean, inv_std, gamma = residuals
-    g, g_mean, g_var = cotangents
-    m = x.size // x.shape[-1]
-    x_hat = (x - mean) * inv_std
-    d_beta = feature_sum(g)
-    d_gamma = feature_sum(g * x_hat)
-    dx = ((gamma * inv_std) * (g - (d_beta + x_hat * d_gamma) / m)
-          + (g_mean + 2.0 * g_var * x_hat / inv_std) / m)
-    return dx, d_gamma, d_beta
-
-
-batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)

@@ -81,12 +81,15 @@ def init_linear(key, w_shape, fan_in, fan_out, *, gain, batch_norm, dtype=jnp.fl
 def linear_tail(params, state, z, *, train, key, batch_norm, gaussian_std, pool, activation,
                 p_drop):
     """z is a layer's linear output; returns (activation output, new BN state)."""
-    if batch_norm:
-        z, state = rna.batch_norm(z, params, state, train=train)
+    if batch_norm and pool and not gaussian_std:  # nothing between BN and pooling: one step
+        z, state = rna.batch_norm_max_pool(z, params, state, pool, train=train)
     else:
-        z = z + params["b"]
-    z = rna.gaussian_noise(z, gaussian_std, train=train, key=sub_key(key, 0))
-    if pool:
-        z = rna.max_pool(z, pool)
+        if batch_norm:
+            z, state = rna.batch_norm(z, params, state, train=train)
+        else:
+            z = z + params["b"]
+        z = rna.gaussian_noise(z, gaussian_std, train=train, key=sub_key(key, 0))
+        if pool:
+            z = rna.max_pool(z, pool)
     y = activation(z)
     return rna.dropout(y, p_drop, train=train, key=sub_key(key, 1)), state

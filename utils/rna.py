@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils import cpu_kernels
+from utils import cpu_batch_norm, cpu_kernels
 from utils.names import closest_name
 
 BN_EPSILON = 1e-5
@@ -206,15 +206,31 @@ def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON):
     mean and UNBIASED variance (m/(m-1) times the biased one, m = values per feature) as the new
     state, so the caller decides what to do with them (population statistics or an EMA).
     Test: uses ``state`` (population statistics) and returns it unchanged. The train-mode
-    statistics and gradients come from ``cpu_kernels.batch_norm_train`` (the same formula,
+    statistics and gradients come from ``cpu_batch_norm.batch_norm_train`` (the same formula,
     with a closed-form backward).
     """
     if train:
         m = x.size // x.shape[-1]
-        y, mean, var = cpu_kernels.batch_norm_train(x, params["gamma"], params["beta"], eps)
+        y, mean, var = cpu_batch_norm.batch_norm_train(x, params["gamma"], params["beta"], eps)
         return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}
     scale = params["gamma"] * lax.rsqrt(state["var"] + eps)
     return (x - state["mean"]) * scale + params["beta"], state
+
+
+def batch_norm_max_pool(x, params, state, size: int, *, train: bool, eps: float = BN_EPSILON):
+    """max_pool(batch_norm(x), size), with batch_norm's new state.
+
+    In train mode ``cpu_batch_norm.batch_norm_max_pool_train`` pools before normalising
+    (normalisation is monotonic per feature), which gives the same values with a quarter of
+    the backward pass's work at full size.
+    """
+    if train:
+        m = x.size // x.shape[-1]
+        y, mean, var = cpu_batch_norm.batch_norm_max_pool_train(
+            x, params["gamma"], params["beta"], eps, size)
+        return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}
+    y, state = batch_norm(x, params, state, train=False, eps=eps)
+    return max_pool(y, size), state
 
 
 def population_statistics(batch_states: list):

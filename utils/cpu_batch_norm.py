@@ -1,0 +1,119 @@
+"""XLA-CPU fast paths for train-mode batch norm (``rna.batch_norm``), alone and followed by
+max-pooling (``rna.batch_norm_max_pool``): the same values, fewer passes over the activations.
+
+Both define their gradients with ``jax.custom_vjp`` (reverse mode only) and are tested against
+the plain formulas (``tests/test_rna_kernels.py``) within float rounding: the sums are
+reordered.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from utils.cpu_kernels import (computed_once, first_position, pool_windows, unpool,
+                               window_max)
+
+# XLA's CPU reductions over many leading axes onto a narrow last one are slow; folding rows
+# into the last axis first, [R, C] -> [R/k, k*C], makes them fast. Rows of about 1024 values
+# were the fastest measured for a sum whose input is computed in the same fusion (4096, the
+# best for a plain sum, was 2x slower there; a sum of a stored array is as fast either way).
+_WIDE_ROW = 1024
+
+
+def feature_sum(x):
+    """Sum over all axes but the last."""
+    c = x.shape[-1]
+    rows = x.size // c
+    fold = math.gcd(rows, max(1, _WIDE_ROW // c))
+    if rows <= fold:
+        return jnp.sum(x.reshape(rows, c), axis=0)
+    partial_sums = jnp.sum(x.reshape(rows // fold, fold * c), axis=0)
+    return jnp.sum(partial_sums.reshape(fold, c), axis=0)
+
+
+def _batch_moments(x):
+    """Per-feature mean and biased variance (two passes: no cancellation)."""
+    m = x.size // x.shape[-1]
+    mean = feature_sum(x) / m
+    return mean, feature_sum(jnp.square(x - mean)) / m
+
+
+def _input_gradient(x, mean, inv_std, gamma, g, sums, statistics_cotangents):
+    """d loss / d x of train-mode batch norm: the usual closed form (g: the gradient at the
+    output, full size; sums: its per-feature d_beta, d_gamma), plus what flows back through
+    the returned batch mean and variance."""
+    (d_beta, d_gamma), (g_mean, g_var) = sums, statistics_cotangents
+    m = x.size // x.shape[-1]
+    x_hat = (x - mean) * inv_std
+    return ((gamma * inv_std) * (g - (d_beta + x_hat * d_gamma) / m)
+            + (g_mean + 2.0 * g_var * x_hat / inv_std) / m)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch norm alone
+# --------------------------------------------------------------------------------------------
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, gamma, beta, eps):
+    """(gamma * (x - mean) / sqrt(var + eps) + beta, mean, biased var) over all but the last
+    axis."""
+    return _batch_norm_train_fwd(x, gamma, beta, eps)[0]
+
+
+def _batch_norm_train_fwd(x, gamma, beta, eps):
+    mean, var = _batch_moments(x)
+    inv_std = lax.rsqrt(var + eps)
+    return ((x - mean) * (gamma * inv_std) + beta, mean, var), (x, mean, inv_std, gamma)
+
+
+def _batch_norm_train_bwd(eps, residuals, cotangents):
+    x, mean, inv_std, gamma = residuals
+    g, g_mean, g_var = cotangents
+    sums = feature_sum(g), feature_sum(g * ((x - mean) * inv_std))
+    return _input_gradient(x, mean, inv_std, gamma, g, sums, (g_mean, g_var)), sums[1], sums[0]
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch norm, then max-pooling. Normalising is a per-feature map x -> scale * x + shift,
+# increasing where scale > 0 and decreasing where scale < 0, so the window maximum of the
+# normalised map is the normalised window maximum (minimum where scale < 0) of x: the pooling
+# reads x once and normalises only the pooled values. Backward, the output gradient lands on
+# one value per window, so the per-feature sums run over the pooled size, and the input
+# gradient is one pass over x.
+# --------------------------------------------------------------------------------------------
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_max_pool_train(x, gamma, beta, eps, size):
+    """max_pool(batch_norm_train(x)) with the batch's mean and biased variance."""
+    return _batch_norm_max_pool_fwd(x, gamma, beta, eps, size)[0]
+
+
+def _batch_norm_max_pool_fwd(x, gamma, beta, eps, size):
+    mean, var = _batch_moments(x)
+    inv_std = lax.rsqrt(var + eps)
+    scale = gamma * inv_std
+    windows = pool_windows(x, size)
+    top, bottom = window_max(windows), -window_max([-w for w in windows])
+    # Where scale == 0 every value normalises to beta: a tie, which pooling resolves to the
+    # window's first position.
+    chosen = jnp.where(scale > 0, top, jnp.where(scale < 0, bottom, windows[0]))
+    first = first_position(windows, chosen)
+    y = (chosen - mean) * scale + beta
+    return (y, mean, var), (x, computed_once(first), chosen, mean, inv_std, gamma)
+
+
+def _batch_norm_max_pool_bwd(eps, size, residuals, cotangents):
+    x, first, chosen, mean, inv_std, gamma = residuals
+    g, g_mean, g_var = cotangents
+    sums = feature_sum(g), feature_sum(g * ((chosen - mean) * inv_std))
+    g_full = unpool(g, first, x.shape, size)
+    return (_input_gradient(x, mean, inv_std, gamma, g_full, sums, (g_mean, g_var)),
+            sums[1], sums[0])
+
+
+batch_norm_max_pool_train.defvjp(_batch_norm_max_pool_fwd, _batch_norm_max_pool_bwd)
