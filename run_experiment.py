@@ -138,7 +138,7 @@ class Experiment:
                         if config["lr_schedule"] == "plateau" else None)
         self.steps = Steps(self.network, self.optimizer, schedule, L1_reg=config["L1_reg"],
                            L2_reg=config["L2_reg"], bn_stats=config["bn_stats"],
-                           bn_momentum=config["bn_momentum"])
+                           bn_momentum=config["bn_momentum"], dtype=config["dtype"])
         if config["val"]:
             self.phases = [
                 Phase("search", "train_noval", "entropy-point search on train_noval, "

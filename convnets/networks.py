@@ -130,6 +130,10 @@ ARCHITECTURES = {
     # Small VGG-like net (ours) for the shipped default model: one conv per resolution, so
     # it trains on 2 CPU cores in about two hours and its parameters fit in a few MB
     "S": [Conv(32), Pool(), Conv(64), Pool(), Conv(128), Pool(), Conv(256), Pool()],
+    # PROVISIONAL (perf branch, for the benchmark only): a stand-in for the lead's VGG-style
+    # default-model network, two convs per resolution; the lead's definition replaces it
+    "V": [Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), Conv(256), Conv(256),
+          Pool(), Conv(512), Conv(512), Pool()],
 }
 
 # Scaled conv dropout, one probability per conv layer. A and D: the thesis's [0.2,0.3,0.4,0.5];
@@ -141,6 +145,7 @@ DEFAULT_CONV_DROPOUT = {
     "C": [0.1] + [0.1] * 4 + [0.2] * 4 + [0.3] * 4,
     "D": [0.2, 0.3, 0.4, 0.5],
     "S": [0.1, 0.2, 0.3, 0.4],
+    "V": [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4],  # provisional, with V
 }
 
 

@@ -15,33 +15,28 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     dataset = ensure_sample_dataset("mirror", tmp_path)
     out = tmp_path / "bench.json"
     code = cli.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
-                           "--quick", "--peers", *peers, "--json", str(out),
-                           "--pipeline-network", "mlp", "--dataset", str(dataset),
-                           "--pipeline-batches", "2", "--devices", "1", "2", "3"])
+                     "--quick", "--peers", *peers, "--json", str(out),
+                     "--pipeline-network", "mlp", "--dataset", str(dataset),
+                     "--pipeline-batches", "2", "--devices", "1", "2", "3"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| mlp | 8 |" in printed and "input pipeline" in printed
+    assert "input pipeline" in printed
 
     report = json.loads(out.read_text())
-    assert set(report) == {"command", "device", "host_tuning", "settings",
+    assert set(report) == {"command", "device", "host_tuning", "bfloat16_note", "settings",
                            "matmul_peak_gflops", "results", "input_pipeline",
                            "device_scaling"}
     assert report["device"]["platform"] in ("cpu", "gpu") and report["device"]["name"]
-    assert report["matmul_peak_gflops"] > 0
-    (result,) = report["results"]
-    assert result["network"] == "mlp" and result["batch_size"] == 8
-    assert result["params"] == 16 * 16 * 1024 + 2 * 1024 + 1024 * 7 + 7
-    assert result["flops_per_image"] == {"forward": 2 * (256 * 1024 + 1024 * 7),
-                                         "train": 2 * (2 * 256 * 1024 + 3 * 1024 * 7)}
-    for kind in ("ours", *peers):
-        figures = result["implementations"][kind]
-        assert figures["params"] == result["params"]  # the peers are the same network
-        for key in ("compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
-                    "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak"):
-            assert figures[key] > 0, (kind, key)
-        assert figures["memory"]["process_peak_rss_bytes"] > 0
-    assert result["implementations"]["ours"]["memory"]["train_step_bytes"] > 0
-    assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
+    assert set(report["matmul_peak_gflops"]) == {"float32", "bfloat16"}
+    assert min(report["matmul_peak_gflops"].values()) > 0
+    if report["device"]["platform"] == "cpu":  # bfloat16 on a CPU is said to be no fast path
+        assert "bfloat16 on CPU" in report["bfloat16_note"]
+        assert report["bfloat16_note"] in printed
+    # One result per dtype, in the order asked, each with the same network and peers.
+    assert [result["dtype"] for result in report["results"]] == ["float32", "bfloat16"]
+    assert "| mlp | 8 | float32 |" in printed and "| mlp | 8 | bfloat16 |" in printed
+    for result in report["results"]:
+        check_network_result(result, peers)
 
     pipeline = report["input_pipeline"]
     assert pipeline["batches_per_epoch"] == 2 and pipeline["im_dim"] == [48, 48]
@@ -61,13 +56,30 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     assert "| 3 | " in printed and "devices (mlp @ 8" in printed
 
 
+def check_network_result(result, peers):
+    assert result["network"] == "mlp" and result["batch_size"] == 8
+    assert result["params"] == 16 * 16 * 1024 + 2 * 1024 + 1024 * 7 + 7
+    assert result["flops_per_image"] == {"forward": 2 * (256 * 1024 + 1024 * 7),
+                                         "train": 2 * (2 * 256 * 1024 + 3 * 1024 * 7)}
+    for kind in ("ours", *peers):
+        figures = result["implementations"][kind]
+        assert figures["params"] == result["params"]  # the peers are the same network
+        for key in ("compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
+                    "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak"):
+            assert figures[key] > 0, (kind, key)
+        assert figures["memory"]["process_peak_rss_bytes"] > 0
+    assert result["implementations"]["ours"]["memory"]["train_step_bytes"] > 0
+    assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
+
+
 def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
     monkeypatch.setattr(measure.importlib.util, "find_spec", lambda name: None)
     assert measure.available_peers(["torch"]) == {"torch": "torch is not installed"}
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--batch-sizes", "0"],
-                                  ["--peers", "jax"], ["--devices", "0"]])
+                                  ["--peers", "jax"], ["--devices", "0"],
+                                  ["--dtypes", "float16"]])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
         cli.parse_args(argv)

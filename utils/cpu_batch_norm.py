@@ -35,11 +35,16 @@ def feature_sum(x):
     return jnp.sum(partial_sums.reshape(fold, c), axis=0)
 
 
+def _wide(x):
+    """x in float32 at least: batch norm's arithmetic when activations are bfloat16."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _batch_moments(x):
-    """Per-feature mean and biased variance (two passes: no cancellation)."""
+    """Per-feature mean and biased variance in float32 (two passes: no cancellation)."""
     m = x.size // x.shape[-1]
-    mean = feature_sum(x) / m
-    return mean, feature_sum(jnp.square(x - mean)) / m
+    mean = feature_sum(_wide(x)) / m
+    return mean, feature_sum(jnp.square(_wide(x) - mean)) / m
 
 
 def _input_gradient(x, mean, inv_std, gamma, g, sums, statistics_cotangents):
@@ -48,9 +53,9 @@ def _input_gradient(x, mean, inv_std, gamma, g, sums, statistics_cotangents):
     the returned batch mean and variance."""
     (d_beta, d_gamma), (g_mean, g_var) = sums, statistics_cotangents
     m = x.size // x.shape[-1]
-    x_hat = (x - mean) * inv_std
-    return ((gamma * inv_std) * (g - (d_beta + x_hat * d_gamma) / m)
-            + (g_mean + 2.0 * g_var * x_hat / inv_std) / m)
+    x_hat = (_wide(x) - mean) * inv_std
+    return ((gamma * inv_std) * (_wide(g) - (d_beta + x_hat * d_gamma) / m)
+            + (g_mean + 2.0 * g_var * x_hat / inv_std) / m).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,13 +71,14 @@ def batch_norm_train(x, gamma, beta, eps):
 def _batch_norm_train_fwd(x, gamma, beta, eps):
     mean, var = _batch_moments(x)
     inv_std = lax.rsqrt(var + eps)
-    return ((x - mean) * (gamma * inv_std) + beta, mean, var), (x, mean, inv_std, gamma)
+    y = ((_wide(x) - mean) * (gamma * inv_std) + beta).astype(x.dtype)
+    return (y, mean, var), (x, mean, inv_std, gamma)
 
 
 def _batch_norm_train_bwd(eps, residuals, cotangents):
     x, mean, inv_std, gamma = residuals
     g, g_mean, g_var = cotangents
-    sums = feature_sum(g), feature_sum(g * ((x - mean) * inv_std))
+    sums = feature_sum(_wide(g)), feature_sum(_wide(g) * ((_wide(x) - mean) * inv_std))
     return _input_gradient(x, mean, inv_std, gamma, g, sums, (g_mean, g_var)), sums[1], sums[0]
 
 
@@ -103,14 +109,14 @@ def _batch_norm_max_pool_fwd(x, gamma, beta, eps, size):
     # window's first position.
     chosen = jnp.where(scale > 0, top, jnp.where(scale < 0, bottom, windows[0]))
     first = first_position(windows, chosen)
-    y = (chosen - mean) * scale + beta
+    y = ((_wide(chosen) - mean) * scale + beta).astype(x.dtype)
     return (y, mean, var), (x, computed_once(first), chosen, mean, inv_std, gamma)
 
 
 def _batch_norm_max_pool_bwd(eps, size, residuals, cotangents):
     x, first, chosen, mean, inv_std, gamma = residuals
     g, g_mean, g_var = cotangents
-    sums = feature_sum(g), feature_sum(g * ((chosen - mean) * inv_std))
+    sums = feature_sum(_wide(g)), feature_sum(_wide(g) * ((_wide(chosen) - mean) * inv_std))
     g_full = unpool(g, first, x.shape, size)
     return (_input_gradient(x, mean, inv_std, gamma, g_full, sums, (g_mean, g_var)),
             sums[1], sums[0])

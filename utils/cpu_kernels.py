@@ -94,11 +94,13 @@ PATCH_CONV_MAX_WINDOW = 16
 
 
 def patch_conv(x, w):
-    """'same' cross-correlation of NHWC x with HWIO w as im2col patches @ w."""
+    """'same' cross-correlation of NHWC x with HWIO w as im2col patches @ w (summed in
+    float32, returned in x's dtype)."""
     kh, kw, c_in, c_out = w.shape
     n, h, width, _ = x.shape
     patches = jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
-    return (patches @ w.reshape(kh * kw * c_in, c_out)).reshape(n, h, width, c_out)
+    y = jnp.matmul(patches, w.reshape(kh * kw * c_in, c_out), preferred_element_type=jnp.float32)
+    return y.astype(x.dtype).reshape(n, h, width, c_out)
 
 
 def _same_taps(x, kh: int, kw: int) -> list:

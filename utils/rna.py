@@ -127,20 +127,24 @@ def conv2d(x, w):
     """'same' 2-D convolution (cross-correlation, as every toolkit): x NHWC, w HWIO.
 
     y[n, i, j, o] = sum over (a, b, c) of x[n, i + a - top, j + b - left, c] * w[a, b, c, o],
-    zero outside the image. A small window (the 3x3 conv on the grayscale input) is one
-    matrix product with its im2col patches, faster on CPU (``cpu_kernels.patch_conv``).
+    zero outside the image, computed in x's dtype (the network's compute dtype) and summed
+    in float32. A small window (the 3x3 conv on the grayscale input) is one matrix product
+    with its im2col patches, faster on CPU (``cpu_kernels.patch_conv``).
     """
+    w = w.astype(x.dtype)
     kh, kw, c_in, _ = w.shape
     if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
         return cpu_kernels.patch_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=jnp.float32,
+    ).astype(x.dtype)
 
 
-def dense(x, w):
-    return x @ w
+def dense(x, w, out_dtype=None):
+    """x @ w in x's dtype, summed in float32; the result in ``out_dtype`` (default: x's)."""
+    y = jnp.matmul(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+    return y.astype(out_dtype or x.dtype)
 
 
 def max_pool(x, size: int = 2):
@@ -178,13 +182,15 @@ def dropout(x, p: float, *, train: bool, key=None):
 
 
 def gaussian_noise(x, std: float, *, train: bool, key=None):
-    """Add N(0, std^2) noise at train time only (``jax.random.normal``'s values, bit for bit)."""
+    """Add N(0, std^2) noise at train time only (``jax.random.normal``'s values, bit for bit;
+    drawn and added in float32 when x is bfloat16, so both dtypes draw the same noise)."""
     if not train or std == 0.0 or key is None:
         return x
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
     # jax.random.normal: sqrt(2) erfinv(u), u uniform on (-1, 1).
-    low = np.nextafter(np.array(-1.0, x.dtype), np.array(0.0, x.dtype))
-    u = cpu_kernels.uniform(key, x.shape, x.dtype, low, np.array(1.0, x.dtype))
-    return x + std * (np.array(np.sqrt(2), x.dtype) * lax.erf_inv(u))
+    low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
+    u = cpu_kernels.uniform(key, x.shape, dtype, low, np.array(1.0, dtype))
+    return (x + std * (np.array(np.sqrt(2), dtype) * lax.erf_inv(u))).astype(x.dtype)
 
 
 
@@ -200,7 +206,8 @@ def batch_norm_init(n_features: int, dtype=jnp.float32):
 
 def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON):
     """Normalise per feature (last axis) over all other axes:
-    y = gamma * (x - mean) / sqrt(var + eps) + beta.
+    y = gamma * (x - mean) / sqrt(var + eps) + beta, statistics and arithmetic in float32,
+    y in x's dtype.
 
     Train: normalises with this mini-batch's mean and biased variance, and returns the batch's
     mean and UNBIASED variance (m/(m-1) times the biased one, m = values per feature) as the new
@@ -214,7 +221,7 @@ def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON):
         y, mean, var = cpu_batch_norm.batch_norm_train(x, params["gamma"], params["beta"], eps)
         return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}
     scale = params["gamma"] * lax.rsqrt(state["var"] + eps)
-    return (x - state["mean"]) * scale + params["beta"], state
+    return ((x - state["mean"]) * scale + params["beta"]).astype(x.dtype), state
 
 
 def batch_norm_max_pool(x, params, state, size: int, *, train: bool, eps: float = BN_EPSILON):

@@ -11,6 +11,7 @@ from utils.benchmark.measure import (EVAL_BATCHES_PER_STEP, PEERS, available_pee
                                      measure_device_scaling, measure_network, measure_pipeline,
                                      add_derived_figures)
 from utils.benchmark.report import format_report
+from utils.precision import COMPUTE_DTYPES, bfloat16_cpu_note
 
 
 def parse_args(argv=None):
@@ -21,6 +22,11 @@ def parse_args(argv=None):
                         help="networks to measure (default: A)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128], metavar="B")
     parser.add_argument("--im-dim", nargs=2, type=int, default=[48, 48], metavar=("H", "W"))
+    parser.add_argument("--dtypes", nargs="+", choices=COMPUTE_DTYPES,
+                        default=list(COMPUTE_DTYPES),
+                        help="compute dtypes to measure every implementation in (default: "
+                             "float32 bfloat16; bfloat16 is mixed precision: ours and flax "
+                             "with float32 parameters, PyTorch under autocast)")
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS),
                         help="peer implementations: flax.linen, PyTorch (NCHW, its default), "
                              "PyTorch with channels_last activations (default: all three; "
@@ -75,20 +81,8 @@ def run(args, log=print) -> dict:
         host_tuning.apply()
     # Several processes share one GPU: each takes memory as it needs it.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    peers = available_peers(args.peers)
-    matmul_size = 512 if args.quick else None
-    results, peak_seconds, device, matmul, tuning = [], [], None, None, []
-    for name in args.networks:
-        for batch_size in args.batch_sizes:
-            result, seconds = measure_network(name, batch_size, args.im_dim, peers,
-                                              args.rounds, args.steps, matmul_size, log)
-            results.append(result)
-            peak_seconds += seconds
-            device = device or result.get("device")
-            matmul = matmul or result.get("matmul_size")
-            tuning = result.pop("host_tuning", tuning)
-    peak_gflops = 2 * matmul ** 3 / min(peak_seconds) / 1e9
-    add_derived_figures(results, peak_gflops)
+    measured = _measure_networks(args, log)
+    device = measured["device"]
     pipeline = None
     if not args.no_pipeline:
         dataset = args.dataset
@@ -108,13 +102,38 @@ def run(args, log=print) -> dict:
                                          sorted(set(args.devices)), args.rounds, args.steps,
                                          log)
     return {"command": "python -m utils.benchmark " + shlex.join(args.argv),
-            "device": device, "host_tuning": tuning,
+            "device": device, "host_tuning": measured["host_tuning"],
+            "bfloat16_note": (bfloat16_cpu_note() if "bfloat16" in args.dtypes
+                              and device.get("platform") == "cpu" else None),
             "settings": {"rounds": args.rounds, "steps": args.steps,
                          "eval_batches": EVAL_BATCHES_PER_STEP * args.steps,
-                         "quick": args.quick,
-                         "matmul_size": matmul, "host_tuning": args.host_tuning},
-            "matmul_peak_gflops": peak_gflops, "results": results,
-            "input_pipeline": pipeline, "device_scaling": scaling}
+                         "quick": args.quick, "dtypes": args.dtypes,
+                         "matmul_size": measured["matmul_size"],
+                         "host_tuning": args.host_tuning},
+            "matmul_peak_gflops": measured["matmul_peak_gflops"],
+            "results": measured["results"], "input_pipeline": pipeline,
+            "device_scaling": scaling}
+
+
+def _measure_networks(args, log) -> dict:
+    """Every network x batch size x dtype, and the matmul peak of each dtype (GFLOP/s)."""
+    peers = available_peers(args.peers)
+    matmul_size = 512 if args.quick else None
+    results, peak_seconds = [], {dtype: [] for dtype in args.dtypes}
+    for name in args.networks:
+        for batch_size in args.batch_sizes:
+            for dtype in args.dtypes:
+                result, seconds = measure_network(name, batch_size, dtype, args.im_dim, peers,
+                                                  args.rounds, args.steps, matmul_size, log)
+                results.append(result)
+                peak_seconds[dtype] += seconds
+    size = results[0]["matmul_size"]
+    peak_gflops = {dtype: 2 * size ** 3 / min(seconds) / 1e9
+                   for dtype, seconds in peak_seconds.items()}
+    add_derived_figures(results, peak_gflops)
+    tuning = [result.pop("host_tuning", None) for result in results]  # the same in each
+    return {"results": results, "matmul_peak_gflops": peak_gflops, "host_tuning": tuning[0],
+            "matmul_size": size, "device": results[0].get("device") or {}}
 
 
 def main(argv=None) -> int:

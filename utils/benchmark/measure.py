@@ -39,45 +39,19 @@ def _round_figures(times: dict, steps: int, batch_size: int) -> dict:
             "eval_img_s": eval_best, "eval_img_s_median": eval_median}
 
 
-def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, steps: int,
-                    matmul_size: int | None, log) -> tuple[dict, list[float]]:
-    """One network at one batch size: all implementations, interleaved rounds."""
-    config = {"network": name, "batch_size": batch_size, "im_dim": list(im_dim),
+def measure_network(name: str, batch_size: int, dtype: str, im_dim, peers, rounds: int,
+                    steps: int, matmul_size: int | None, log) -> tuple[dict, list[float]]:
+    """One network at one batch size in one compute dtype: all implementations, interleaved
+    rounds; and the seconds of the matmul in that dtype, timed in the same rounds."""
+    label = f"{name} @ {batch_size} {dtype}"
+    config = {"network": name, "batch_size": batch_size, "dtype": dtype, "im_dim": list(im_dim),
               "matmul_size": matmul_size}
-    workers, result = {}, {"network": name, "batch_size": batch_size, "im_dim": list(im_dim),
-                           "implementations": {}}
-    peak_seconds: list[float] = []
+    result = {"network": name, "batch_size": batch_size, "dtype": dtype, "im_dim": list(im_dim),
+              "implementations": {}}
+    workers: dict = {}
     try:
-        log(f"  {name} @ {batch_size}: ours: compiling")
-        workers["ours"] = WorkerProcess("ours", config)
-        info = workers["ours"].info
-        config["platform"] = info["device"]["platform"]
-        result.update(params=info["params"], thesis_conv_params=info["thesis_conv_params"],
-                      flops_per_image=info["flops_per_image"], device=info["device"],
-                      matmul_size=info["matmul_size"], host_tuning=info["host_tuning"])
-        for peer, unavailable in peers.items():
-            if unavailable:
-                result["implementations"][peer] = {"error": unavailable}
-                continue
-            log(f"  {name} @ {batch_size}: {peer}: compiling")
-            try:
-                workers[peer] = WorkerProcess(peer,
-                                              dict(config, channels_last=peer == "torch_cl"))
-            except RuntimeError as error:
-                result["implementations"][peer] = {"error": str(error).strip()}
-                log(f"    {peer} failed: {str(error).splitlines()[0]}")
-        times = {kind: {"train": [], "eval": []} for kind in workers}
-        for number in range(rounds):
-            log(f"  {name} @ {batch_size}: round {number + 1}/{rounds}")
-            for kind, worker in list(workers.items()):
-                try:
-                    _time_round(worker, times[kind], steps)
-                except RuntimeError as error:
-                    if kind == "ours":
-                        raise
-                    result["implementations"][kind] = {"error": str(error).strip()}
-                    workers.pop(kind).stop()
-            peak_seconds.append(workers["ours"].call("matmul", 3))
+        _start_workers(label, config, peers, workers, result, log)
+        times, peak_seconds = _timed_rounds(label, workers, result, rounds, steps, log)
         for kind, worker in workers.items():
             result["implementations"][kind] = {
                 "params": worker.info["params"], "compile_s": worker.info["compile_s"],
@@ -90,6 +64,47 @@ def measure_network(name: str, batch_size: int, im_dim, peers, rounds: int, step
         for worker in workers.values():
             worker.stop()
     return result, peak_seconds
+
+
+def _start_workers(label: str, config: dict, peers, workers: dict, result: dict, log) -> None:
+    """Ours first (it reports the device, FLOPs and parameters), then each available peer; a
+    peer that fails is reported in ``result``, not fatal."""
+    log(f"  {label}: ours: compiling")
+    workers["ours"] = WorkerProcess("ours", config)
+    info = workers["ours"].info
+    config["platform"] = info["device"]["platform"]
+    result.update(params=info["params"], thesis_conv_params=info["thesis_conv_params"],
+                  flops_per_image=info["flops_per_image"], device=info["device"],
+                  matmul_size=info["matmul_size"], host_tuning=info["host_tuning"])
+    for peer, unavailable in peers.items():
+        if unavailable:
+            result["implementations"][peer] = {"error": unavailable}
+            continue
+        log(f"  {label}: {peer}: compiling")
+        try:
+            workers[peer] = WorkerProcess(peer, dict(config, channels_last=peer == "torch_cl"))
+        except RuntimeError as error:
+            result["implementations"][peer] = {"error": str(error).strip()}
+            log(f"    {peer} failed: {str(error).splitlines()[0]}")
+
+
+def _timed_rounds(label: str, workers: dict, result: dict, rounds: int, steps: int,
+                  log) -> tuple[dict, list[float]]:
+    times = {kind: {"train": [], "eval": []} for kind in workers}
+    peak_seconds = []
+    for number in range(rounds):
+        log(f"  {label}: round {number + 1}/{rounds}")
+        for kind, worker in list(workers.items()):
+            try:
+                _time_round(worker, times[kind], steps)
+            except RuntimeError as error:
+                if kind == "ours":
+                    raise
+                result["implementations"][kind] = {"error": str(error).strip()}
+                workers.pop(kind).stop()
+                times.pop(kind)
+        peak_seconds.append(workers["ours"].call("matmul", 3))
+    return times, peak_seconds
 
 
 def measure_pipeline(name: str, batch_size: int, dataset: str, split: str,
@@ -155,17 +170,18 @@ def measure_device_scaling(name: str, batch_size: int, im_dim, counts, rounds: i
     return {"network": name, "batch_size": batch_size, "im_dim": list(im_dim), "rows": table}
 
 
-def add_derived_figures(results: list[dict], peak_gflops: float) -> None:
-    """Shares of the matmul peak and our ratios to the peers."""
+def add_derived_figures(results: list[dict], peak_gflops: dict) -> None:
+    """Shares of the matmul peak (of each result's dtype) and our ratios to the peers."""
     for result in results:
         flops = result.get("flops_per_image")
         impls = result["implementations"]
+        peak = peak_gflops[result["dtype"]]
         for figures in impls.values():
             if "train_img_s" in figures and flops:
                 figures["train_pct_of_peak"] = (100.0 * figures["train_img_s"] * flops["train"]
-                                                / (peak_gflops * 1e9))
+                                                / (peak * 1e9))
                 figures["eval_pct_of_peak"] = (100.0 * figures["eval_img_s"]
-                                               * flops["forward"] / (peak_gflops * 1e9))
+                                               * flops["forward"] / (peak * 1e9))
         ratios = {}
         ours = impls.get("ours", {})
         for peer in PEERS:

@@ -24,13 +24,16 @@ def _header_lines(report: dict) -> list[str]:
     elif device:
         lines.append(f"device: {device['count']} x {device['name']}, "
                      f"{device['memory_gib']} GiB")
-    lines.append(f"float32 matmul peak, measured in this run: "
-                 f"{report['matmul_peak_gflops']:.0f} GFLOP/s")
+    lines.append("matmul peak, measured in this run: " + ", ".join(
+        f"{dtype} {gflops:.0f} GFLOP/s" for dtype, gflops in report["matmul_peak_gflops"].items())
+        + " (each dtype's % peak is of its own)")
     lines.append("host tuning: " + ("; ".join(report["host_tuning"]) or "none"))
+    if report.get("bfloat16_note"):
+        lines.append(report["bfloat16_note"])
     return lines
 
 
-_COLUMNS = ("net", "batch", "params", "GFLOP/img fwd / train", "impl", "compile s",
+_COLUMNS = ("net", "batch", "dtype", "params", "GFLOP/img fwd / train", "impl", "compile s",
             "train img/s", "% peak", "infer img/s", "% peak", "step MiB", "peak RSS MiB")
 
 
@@ -38,7 +41,7 @@ def _table_lines(results: list[dict]) -> list[str]:
     lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for result in results:
         flops = result.get("flops_per_image")
-        head = (f"| {result['network']} | {result['batch_size']} | "
+        head = (f"| {result['network']} | {result['batch_size']} | {result['dtype']} | "
                 f"{result.get('params', 0):,} | "
                 + (f"{flops['forward'] / 1e9:.3f} / {flops['train'] / 1e9:.3f}" if flops
                    else "-") + " |")
@@ -46,7 +49,7 @@ def _table_lines(results: list[dict]) -> list[str]:
             figures = result["implementations"].get(kind)
             if figures is not None:
                 lines.append(f"{head} {kind} | {_figure_cells(figures)} |")
-                head = "| | | | |"
+                head = "| | | | | |"
     return lines
 
 
@@ -62,7 +65,7 @@ def _figure_cells(figures: dict) -> str:
 
 
 def _ratio_lines(results: list[dict]) -> list[str]:
-    return [f"{result['network']} @ {result['batch_size']}: ours / peer: "
+    return [f"{result['network']} @ {result['batch_size']} {result['dtype']}: ours / peer: "
             + ", ".join(f"{key.replace('_vs_', ' vs ')} {value:.2f}x"
                         for key, value in result["ratios"].items())
             for result in results if result.get("ratios")]

@@ -95,9 +95,10 @@ class OursWorker(_JaxWorker):
         from utils.optim import make_optimizer, make_schedule
         from utils.training import Steps
 
-        self.jax, self.jnp = jax, jnp
+        self.jax = jax
         network = get_network(config["network"], im_dim=list(config["im_dim"]))
-        self.steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1))
+        self.steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1),
+                           dtype=config.get("dtype", "float32"))
         self.state = self.steps.init_state(SEED, SEED + 1)
         x, y = _batch_arrays(config["batch_size"], config["im_dim"])
         if config.get("devices"):  # the launcher's data parallelism over this many devices
@@ -115,8 +116,9 @@ class OursWorker(_JaxWorker):
         flops = network_flops(network)
         platform_name = "cpu" if self.device.platform == "cpu" else "gpu"
         size = config.get("matmul_size") or MATMUL_SIZE[platform_name]
-        self.matrix = jax.random.normal(jax.random.key(SEED), (size, size), jnp.float32)
-        self.matmul_fn = jax.jit(lambda a: a @ a)
+        # The peak the step is compared with: a matmul in the step's dtype, summed in float32.
+        self.matrix = jax.random.normal(jax.random.key(SEED), (size, size), self.steps.dtype)
+        self.matmul_fn = jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=jnp.float32))
         self.matmul_fn(self.matrix).block_until_ready()
         self.info = {"params": network.param_count(),
                      "thesis_conv_params": network.thesis_conv_params,
@@ -159,7 +161,7 @@ class FlaxWorker(_JaxWorker):
 
         self.jax = jax
         spec = peer_spec(get_network(config["network"], im_dim=list(config["im_dim"])))
-        self.steps = FlaxSteps(spec)
+        self.steps = FlaxSteps(spec, dtype=config.get("dtype", "float32"))
         x, y = _batch_arrays(config["batch_size"], config["im_dim"])
         self.x, self.y = jax.device_put(x), jax.device_put(y)
         self.state = self.steps.init_state(SEED, x.shape)
@@ -195,7 +197,8 @@ class TorchWorker:
         device = "cuda" if config["platform"] == "gpu" and torch.cuda.is_available() else "cpu"
         spec = peer_spec(get_network(config["network"], im_dim=list(config["im_dim"])))
         self.steps = TorchSteps(spec, device=device, seed=SEED,
-                                channels_last=config["channels_last"])
+                                channels_last=config["channels_last"],
+                                dtype=config.get("dtype", "float32"))
         x, y = _batch_arrays(config["batch_size"], config["im_dim"])
         self.x = self.steps.input(x)
         self.y = torch.from_numpy(y).long().to(device)
