@@ -41,7 +41,7 @@ def cpu_bfloat16_features() -> list[str]:
 def bfloat16_cpu_note() -> str:
     """What bfloat16 does on this CPU (XLA's CPU backend, measured: see README, Benchmark)."""
     features = cpu_bfloat16_features()
-    has = (f"this CPU has {' and '.join(features)}, and XLA's YNNPACK matmuls use it"
+    has = (f"this CPU has {' and '.join(features)}, which XLA's YNNPACK matmul kernels use"
            if features else "this CPU has no bfloat16 instructions")
     return (f"bfloat16 on CPU: {has}, but XLA computes bfloat16 convolutions in float32 "
             f"(converting to and from bfloat16), so a conv net trains no faster than in "
