@@ -83,3 +83,25 @@ def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
         cli.parse_args(argv)
+
+
+def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():
+    from utils.benchmark import breakdown
+
+    result = breakdown.measure("tiny_net:tiny", 8, "float32", rounds=1)
+    pieces = [(layer.split()[0], kind) for layer, kind, _ in result["rows"]]
+    # tiny: conv 4 (pooled), two more poolings, flatten, hidden 8... (the launcher's default
+    # hidden size), softmax: the first conv has no input gradient to compute.
+    assert pieces[:3] == [("conv", "conv forward"), ("conv", "conv weight gradient"),
+                          ("conv", "conv layer (forward + backward)")]
+    assert [kind for _, kind in pieces[3:]] == ["dense layer (forward + backward)"] * 2 + [
+        "SGD update", "whole training step"]
+    assert all(ms > 0 for _, _, ms in result["rows"])
+    classes = breakdown.op_classes(result["rows"])
+    parts = {kind: ms for kind, ms in classes.items() if kind != "whole training step"}
+    assert sum(parts.values()) == pytest.approx(classes["whole training step"])
+    convs = sum(ms for _, kind, ms in result["rows"] if kind.startswith("conv ")
+                and "layer" not in kind)
+    assert classes["convolutions"] == pytest.approx(convs)
+    assert "| op class | ms | % of the step |" in breakdown.format_breakdown(
+        "tiny", 8, "float32", result)

@@ -177,3 +177,41 @@ def test_batch_norm_max_pool_matches_pooling_the_plain_batch_norm(shape, size):
     expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2))(x, gamma, beta)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))
+
+
+@pytest.mark.parametrize("pool", [None, 2])
+def test_batch_norm_of_the_image_conv_from_its_patches_matches_the_plain_formula(pool):
+    # The 3x3 conv on one channel: its BN statistics come from the image patches' covariance.
+    x = jnp.asarray(RNG.normal(0.5, 0.3, size=(4, 6, 6, 1)).astype(np.float32))
+    w = jnp.asarray(RNG.normal(size=(3, 3, 1, 5)).astype(np.float32))
+    gamma = jnp.asarray([1.2, -0.8, 0.5, 2.0, -1.5], jnp.float32)
+    beta = jnp.asarray(RNG.normal(size=5).astype(np.float32))
+    m = 4 * 6 * 6
+    out_shape = (4, 3, 3, 5) if pool else (4, 6, 6, 5)
+    w_y = jnp.asarray(RNG.normal(size=out_shape).astype(np.float32))
+    w_mean, w_var = (jnp.asarray(RNG.normal(size=5).astype(np.float32)) for _ in range(2))
+    assert rna.conv2d_statistics(x, jnp.zeros((3, 3, 2, 5))) is None  # 18 values: XLA's conv
+
+    def ours(x, w, gamma, beta):
+        params, statistics = {"gamma": gamma, "beta": beta}, rna.conv2d_statistics(x, w)
+        z = rna.conv2d(x, w)
+        y, state = (rna.batch_norm_max_pool(z, params, None, pool, train=True,
+                                            statistics=statistics) if pool else
+                    rna.batch_norm(z, params, None, train=True, statistics=statistics))
+        return y, state["mean"], state["var"]
+
+    def plain(x, w, gamma, beta):
+        y, mean, var = plain_batch_norm(plain_conv(x, w), gamma, beta)
+        return (plain_max_pool(y, pool) if pool else y), mean, var * m / (m - 1)
+
+    def cost(fn, *args):
+        y, mean, var = fn(*args)
+        return jnp.sum(y * w_y) + jnp.sum(mean * w_mean) + jnp.sum(var * w_var)
+
+    for got, expected in zip(ours(x, w, gamma, beta), plain(x, w, gamma, beta)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    args = (x, w, gamma, beta)
+    got = jax.jit(jax.grad(lambda *a: cost(ours, *a), argnums=(0, 1, 2, 3)))(*args)
+    expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2, 3))(*args)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3 * float(np.abs(e).max()))

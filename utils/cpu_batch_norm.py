@@ -1,5 +1,7 @@
 """XLA-CPU fast paths for train-mode batch norm (``rna.batch_norm``), alone and followed by
-max-pooling (``rna.batch_norm_max_pool``): the same values, fewer passes over the activations.
+max-pooling (``rna.batch_norm_max_pool``), and its statistics when they are cheaper from a
+convolution's input than from its output (``patch_conv_moments``): the same values, fewer
+passes over the activations.
 
 Both define their gradients with ``jax.custom_vjp`` (reverse mode only) and are tested against
 the plain formulas (``tests/test_rna_kernels.py``) within float rounding: the sums are
@@ -14,8 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from utils.cpu_kernels import (computed_once, first_position, pool_windows, unpool,
+from utils.cpu_kernels import (computed_once, first_position, patches, pool_windows, unpool,
                                window_max)
+from utils.precision import accumulation_dtype
 
 # XLA's CPU reductions over many leading axes onto a narrow last one are slow; folding rows
 # into the last axis first, [R, C] -> [R/k, k*C], makes them fast. Rows of about 1024 values
@@ -37,7 +40,7 @@ def feature_sum(x):
 
 def _wide(x):
     """x in float32 at least: batch norm's arithmetic when activations are bfloat16."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(accumulation_dtype(x.dtype))
 
 
 def _batch_moments(x):
@@ -103,14 +106,20 @@ def _batch_norm_max_pool_fwd(x, gamma, beta, eps, size):
     mean, var = _batch_moments(x)
     inv_std = lax.rsqrt(var + eps)
     scale = gamma * inv_std
+    chosen, first = _pooled_by_scale(x, scale, size)
+    y = ((_wide(chosen) - mean) * scale + beta).astype(x.dtype)
+    return (y, mean, var), (x, first, chosen, mean, inv_std, gamma)
+
+
+def _pooled_by_scale(x, scale, size: int):
+    """Per window and feature, the value of x whose scaled value is the window's maximum (the
+    maximum where scale > 0, the minimum where scale < 0), and its position (computed_once).
+    Where scale == 0 every value scales to 0: a tie, which pooling resolves to the window's
+    first position."""
     windows = pool_windows(x, size)
     top, bottom = window_max(windows), -window_max([-w for w in windows])
-    # Where scale == 0 every value normalises to beta: a tie, which pooling resolves to the
-    # window's first position.
     chosen = jnp.where(scale > 0, top, jnp.where(scale < 0, bottom, windows[0]))
-    first = first_position(windows, chosen)
-    y = ((_wide(chosen) - mean) * scale + beta).astype(x.dtype)
-    return (y, mean, var), (x, computed_once(first), chosen, mean, inv_std, gamma)
+    return chosen, computed_once(first_position(windows, chosen))
 
 
 def _batch_norm_max_pool_bwd(eps, size, residuals, cotangents):
@@ -123,3 +132,46 @@ def _batch_norm_max_pool_bwd(eps, size, residuals, cotangents):
 
 
 batch_norm_max_pool_train.defvjp(_batch_norm_max_pool_fwd, _batch_norm_max_pool_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch norm of a convolution with a small window (the image's 3x3 conv): the convolution is
+# the patches' matrix P times the kernel W, so its per-feature mean is mean(P) @ W and its
+# variance diag(W^T Cov(P) W), from a (k*k*c_in)^2 covariance of the image's patches instead
+# of two passes over the convolution's output; normalising is then a per-feature affine map,
+# pooled like batch_norm_max_pool (``affine_max_pool``).
+# --------------------------------------------------------------------------------------------
+def patch_conv_moments(x, w):
+    """Per-feature mean and biased variance, over all but the last axis, of
+    cpu_kernels.patch_conv(x, w), in float32."""
+    kh, kw, c_in, c_out = w.shape
+    rows = _wide(patches(x, kh, kw))
+    m = rows.shape[0]
+    mean_rows = feature_sum(rows) / m
+    centred = rows - mean_rows
+    covariance = jnp.matmul(centred.T, centred) / m
+    kernel = _wide(w).reshape(kh * kw * c_in, c_out)
+    variance = jnp.sum(jnp.matmul(covariance, kernel) * kernel, axis=0)
+    return mean_rows @ kernel, jnp.maximum(variance, 0.0)  # rounding may dip below 0
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def affine_max_pool(x, scale, shift, size):
+    """max_pool(x * scale + shift) for per-feature scale and shift (last axis)."""
+    return _affine_max_pool_fwd(x, scale, shift, size)[0]
+
+
+def _affine_max_pool_fwd(x, scale, shift, size):
+    chosen, first = _pooled_by_scale(x, scale, size)
+    y = (_wide(chosen) * scale + shift).astype(x.dtype)
+    return y, (first, chosen, scale, x.shape)
+
+
+def _affine_max_pool_bwd(size, residuals, g):
+    first, chosen, scale, x_shape = residuals
+    d_scale = feature_sum(_wide(g) * _wide(chosen))
+    gx = unpool((_wide(g) * scale).astype(g.dtype), first, x_shape, size)
+    return gx, d_scale, feature_sum(_wide(g))
+
+
+affine_max_pool.defvjp(_affine_max_pool_fwd, _affine_max_pool_bwd)

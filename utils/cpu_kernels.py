@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from utils.precision import accumulation_dtype
+
 
 # --------------------------------------------------------------------------------------------
 # Keeping XLA from recomputing
@@ -98,9 +100,15 @@ def patch_conv(x, w):
     float32, returned in x's dtype)."""
     kh, kw, c_in, c_out = w.shape
     n, h, width, _ = x.shape
-    patches = jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
-    y = jnp.matmul(patches, w.reshape(kh * kw * c_in, c_out), preferred_element_type=jnp.float32)
+    y = jnp.matmul(patches(x, kh, kw), w.reshape(kh * kw * c_in, c_out),
+                   preferred_element_type=accumulation_dtype(x.dtype))
     return y.astype(x.dtype).reshape(n, h, width, c_out)
+
+
+def patches(x, kh: int, kw: int):
+    """The im2col matrix of a 'same' kh x kw window: one row of kh*kw*c values per pixel."""
+    n, h, width, _ = x.shape
+    return jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
 
 
 def _same_taps(x, kh: int, kw: int) -> list:

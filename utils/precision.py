@@ -27,6 +27,14 @@ def compute_dtype(name):
     return dtype
 
 
+def accumulation_dtype(dtype):
+    """What sums of ``dtype`` values are kept in: float32, or float64 for float64 (the
+    gradient checks run in float64)."""
+    import jax.numpy as jnp
+
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def cpu_bfloat16_features() -> list[str]:
     """The bfloat16 instructions this CPU has (empty where unknown)."""
     try:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils import cpu_batch_norm, cpu_kernels
+from utils import cpu_batch_norm, cpu_kernels, precision
 from utils.names import closest_name
 
 BN_EPSILON = 1e-5
@@ -137,13 +137,15 @@ def conv2d(x, w):
         return cpu_kernels.patch_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=jnp.float32,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=precision.accumulation_dtype(x.dtype),
     ).astype(x.dtype)
 
 
 def dense(x, w, out_dtype=None):
     """x @ w in x's dtype, summed in float32; the result in ``out_dtype`` (default: x's)."""
-    y = jnp.matmul(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+    y = jnp.matmul(x, w.astype(x.dtype),
+                   preferred_element_type=precision.accumulation_dtype(x.dtype))
     return y.astype(out_dtype or x.dtype)
 
 
@@ -186,7 +188,7 @@ def gaussian_noise(x, std: float, *, train: bool, key=None):
     drawn and added in float32 when x is bfloat16, so both dtypes draw the same noise)."""
     if not train or std == 0.0 or key is None:
         return x
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    dtype = precision.accumulation_dtype(x.dtype)
     # jax.random.normal: sqrt(2) erfinv(u), u uniform on (-1, 1).
     low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
     u = cpu_kernels.uniform(key, x.shape, dtype, low, np.array(1.0, dtype))
@@ -204,40 +206,68 @@ def batch_norm_init(n_features: int, dtype=jnp.float32):
     return params, state
 
 
-def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON):
+def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON, statistics=None):
     """Normalise per feature (last axis) over all other axes:
     y = gamma * (x - mean) / sqrt(var + eps) + beta, statistics and arithmetic in float32,
     y in x's dtype.
 
     Train: normalises with this mini-batch's mean and biased variance, and returns the batch's
     mean and UNBIASED variance (m/(m-1) times the biased one, m = values per feature) as the new
-    state, so the caller decides what to do with them (population statistics or an EMA).
-    Test: uses ``state`` (population statistics) and returns it unchanged. The train-mode
+    state, so the caller decides what to do with them (population statistics or an EMA). The
     statistics and gradients come from ``cpu_batch_norm.batch_norm_train`` (the same formula,
-    with a closed-form backward).
+    with a closed-form backward), or are the batch's ``statistics`` (mean, biased variance)
+    when the caller has them (``conv2d_statistics``).
+    Test: uses ``state`` (population statistics) and returns it unchanged.
     """
-    if train:
-        m = x.size // x.shape[-1]
+    if not train:
+        return _normalise(x, params, state["mean"], state["var"], eps), state
+    if statistics is None:
         y, mean, var = cpu_batch_norm.batch_norm_train(x, params["gamma"], params["beta"], eps)
-        return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}
-    scale = params["gamma"] * lax.rsqrt(state["var"] + eps)
-    return ((x - state["mean"]) * scale + params["beta"]).astype(x.dtype), state
+    else:
+        (mean, var), y = statistics, _normalise(x, params, *statistics, eps)
+    return y, _batch_state(x, mean, var)
 
 
-def batch_norm_max_pool(x, params, state, size: int, *, train: bool, eps: float = BN_EPSILON):
+def batch_norm_max_pool(x, params, state, size: int, *, train: bool, eps: float = BN_EPSILON,
+                        statistics=None):
     """max_pool(batch_norm(x), size), with batch_norm's new state.
 
-    In train mode ``cpu_batch_norm.batch_norm_max_pool_train`` pools before normalising
-    (normalisation is monotonic per feature), which gives the same values with a quarter of
-    the backward pass's work at full size.
+    In train mode the pooling comes first (normalisation is monotonic per feature: the same
+    values, a quarter of the backward pass's work at full size):
+    ``cpu_batch_norm.batch_norm_max_pool_train``, or ``affine_max_pool`` with the batch's
+    ``statistics`` when the caller has them.
     """
-    if train:
-        m = x.size // x.shape[-1]
-        y, mean, var = cpu_batch_norm.batch_norm_max_pool_train(
-            x, params["gamma"], params["beta"], eps, size)
-        return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}
-    y, state = batch_norm(x, params, state, train=False, eps=eps)
-    return max_pool(y, size), state
+    if not train:
+        return max_pool(batch_norm(x, params, state, train=False, eps=eps)[0], size), state
+    gamma, beta = params["gamma"], params["beta"]
+    if statistics is None:
+        y, mean, var = cpu_batch_norm.batch_norm_max_pool_train(x, gamma, beta, eps, size)
+    else:
+        mean, var = statistics
+        scale = gamma * lax.rsqrt(var + eps)
+        y = cpu_batch_norm.affine_max_pool(x, scale, beta - mean * scale, size)
+    return y, _batch_state(x, mean, var)
+
+
+def conv2d_statistics(x, w):
+    """The per-feature mean and biased variance of conv2d(x, w) over the batch, when they are
+    cheaper from the input than from the output (the im2col window: from the patches'
+    covariance, ``cpu_batch_norm.patch_conv_moments``); else None."""
+    kh, kw, c_in, _ = w.shape
+    if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
+        return cpu_batch_norm.patch_conv_moments(x, w.astype(x.dtype))
+    return None
+
+
+def _normalise(x, params, mean, var, eps):
+    scale = params["gamma"] * lax.rsqrt(var + eps)
+    return ((x - mean) * scale + params["beta"]).astype(x.dtype)
+
+
+def _batch_state(x, mean, var):
+    """The new BN state of a batch: its mean and unbiased variance (m/(m-1) x the biased)."""
+    m = x.size // x.shape[-1]
+    return {"mean": mean, "var": var * (m / max(m - 1, 1))}
 
 
 def population_statistics(batch_states: list):
