@@ -3,18 +3,15 @@ tolerance, float32 parameters, statistics and logits, and the launcher's whole l
 devices, a stopped and resumed run, evaluation, the saved model) in bfloat16."""
 from __future__ import annotations
 
-import signal
-import subprocess
-
 import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.extend import core as jax_core
-from launcher_support import PROJECT, quick_config
-from test_parallel import four_device_environment
-from test_resume import assert_same_run, command, final_model, run_until
+from launcher_support import quick_config
+from test_parallel import run_on_devices, stop_and_resume_on_devices
+from test_resume import assert_same_run, final_model
 
 from convnets.networks import Conv, Pool, build_convnet
 from loaders.sample import ensure_sample_dataset
@@ -105,18 +102,10 @@ def test_launcher_in_bfloat16_on_two_devices_resumes_and_saves_a_float32_model(s
                                                                                tmp_path):
     settings = dict(n_epochs=2, anneal_epochs=1, batch_size=24, devices=2, dtype="bfloat16")
     reference = quick_config(tmp_path / "reference", sample, **settings)
-    done = subprocess.run(command(reference), capture_output=True, text=True,
-                          env=four_device_environment(), cwd=PROJECT, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "devices: 2 x cpu" in done.stdout
+    assert "devices: 2 x cpu" in run_on_devices(reference)
 
     config = quick_config(tmp_path / "interrupted", sample, **settings)
-    run_until(config, lambda lines: lines[-1].startswith("epoch 1, train cost"), signal.SIGTERM,
-              env=four_device_environment())
-    done = subprocess.run(command({**config, "resume": True}), capture_output=True, text=True,
-                          env=four_device_environment(), cwd=PROJECT, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "resuming" in done.stdout
+    stop_and_resume_on_devices(config)
     assert_same_run(final_model(tmp_path / "interrupted" / "run"),
                     final_model(tmp_path / "reference" / "run"))
 

@@ -215,3 +215,17 @@ def test_batch_norm_of_the_image_conv_from_its_patches_matches_the_plain_formula
     expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2, 3))(*args)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3 * float(np.abs(e).max()))
+
+
+def test_feature_affine_and_bias_and_their_gradients_match_plain_broadcasting():
+    x = jnp.asarray(RNG.normal(size=(3, 4, 5, 6)).astype(np.float32))
+    scale, shift = (jnp.asarray(RNG.normal(size=6).astype(np.float32)) for _ in range(2))
+    g = jnp.asarray(RNG.normal(size=x.shape).astype(np.float32))
+    for fast, plain, args in [(cpu_batch_norm.feature_affine, lambda x, a, b: x * a + b,
+                               (x, scale, shift)),
+                              (cpu_batch_norm.add_bias, lambda x, b: x + b, (x, shift))]:
+        np.testing.assert_allclose(fast(*args), plain(*args), rtol=1e-6, atol=1e-6)
+        got = jax.jit(lambda *a: jax.vjp(fast, *a)[1](g))(*args)
+        expected = jax.vjp(plain, *args)[1](g)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

@@ -62,6 +62,47 @@ def _input_gradient(x, mean, inv_std, gamma, g, sums, statistics_cotangents):
 
 
 # --------------------------------------------------------------------------------------------
+# Per-feature affine maps. Their gradients sum over all but the last axis; autodiff leaves
+# those sums to XLA, whose CPU reduction over a large map's leading axes ran at a tenth of
+# feature_sum's speed (150 ms against 6 for 128 x 48 x 48 x 64 values).
+# --------------------------------------------------------------------------------------------
+@jax.custom_vjp
+def feature_affine(x, scale, shift):
+    """x * scale + shift per feature (last axis), in float32 at least, returned in x's dtype."""
+    return (_wide(x) * scale + shift).astype(x.dtype)
+
+
+def _feature_affine_fwd(x, scale, shift):
+    return feature_affine(x, scale, shift), (x, scale)
+
+
+def _feature_affine_bwd(residuals, g):
+    x, scale = residuals
+    return ((_wide(g) * scale).astype(x.dtype), feature_sum(_wide(g) * _wide(x)),
+            feature_sum(_wide(g)))
+
+
+feature_affine.defvjp(_feature_affine_fwd, _feature_affine_bwd)
+
+
+@jax.custom_vjp
+def add_bias(x, bias):
+    """x + bias per feature (last axis), in x's dtype."""
+    return x + bias.astype(x.dtype)
+
+
+def _add_bias_fwd(x, bias):
+    return add_bias(x, bias), bias
+
+
+def _add_bias_bwd(bias, g):
+    return g, feature_sum(_wide(g)).astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+# --------------------------------------------------------------------------------------------
 # Batch norm alone
 # --------------------------------------------------------------------------------------------
 @partial(jax.custom_vjp, nondiff_argnums=(3,))

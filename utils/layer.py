@@ -90,7 +90,7 @@ def linear_tail(params, state, z, *, train, key, batch_norm, gaussian_std, pool,
         if batch_norm:
             z, state = rna.batch_norm(z, params, state, train=train, statistics=statistics)
         else:
-            z = z + params["b"].astype(z.dtype)
+            z = rna.add_bias(z, params["b"])
         z = rna.gaussian_noise(z, gaussian_std, train=train, key=sub_key(key, 0))
         if pool:
             z = rna.max_pool(z, pool)

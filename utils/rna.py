@@ -142,6 +142,12 @@ def conv2d(x, w):
     ).astype(x.dtype)
 
 
+def add_bias(x, b):
+    """x + b per feature (the last axis), in x's dtype (``cpu_batch_norm.add_bias``: a fast
+    gradient sum)."""
+    return cpu_batch_norm.add_bias(x, b)
+
+
 def dense(x, w, out_dtype=None):
     """x @ w in x's dtype, summed in float32; the result in ``out_dtype`` (default: x's)."""
     y = jnp.matmul(x, w.astype(x.dtype),
@@ -220,11 +226,14 @@ def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON, statis
     Test: uses ``state`` (population statistics) and returns it unchanged.
     """
     if not train:
-        return _normalise(x, params, state["mean"], state["var"], eps), state
+        scale = params["gamma"] * lax.rsqrt(state["var"] + eps)
+        return ((x - state["mean"]) * scale + params["beta"]).astype(x.dtype), state
     if statistics is None:
         y, mean, var = cpu_batch_norm.batch_norm_train(x, params["gamma"], params["beta"], eps)
     else:
-        (mean, var), y = statistics, _normalise(x, params, *statistics, eps)
+        mean, var = statistics
+        scale = params["gamma"] * lax.rsqrt(var + eps)
+        y = cpu_batch_norm.feature_affine(x, scale, params["beta"] - mean * scale)
     return y, _batch_state(x, mean, var)
 
 
@@ -257,11 +266,6 @@ def conv2d_statistics(x, w):
     if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
         return cpu_batch_norm.patch_conv_moments(x, w.astype(x.dtype))
     return None
-
-
-def _normalise(x, params, mean, var, eps):
-    scale = params["gamma"] * lax.rsqrt(var + eps)
-    return ((x - mean) * scale + params["beta"]).astype(x.dtype)
 
 
 def _batch_state(x, mean, var):
