@@ -27,9 +27,10 @@ def conv_layer(n_filters: int, *, kernel: int = 3, pool: int | None = None, acti
         return (h, w, n_filters), params, state
 
     def apply(params, state, x, *, train, key=None):
+        statistics = rna.conv2d_statistics(x, params["w"]) if train and batch_norm else None
         return linear_tail(params, state, rna.conv2d(x, params["w"]), train=train, key=key,
                            batch_norm=batch_norm, gaussian_std=gaussian_std, pool=pool,
-                           activation=activation, p_drop=p_drop)
+                           activation=activation, p_drop=p_drop, statistics=statistics)
 
     name = f"conv {n_filters}@{kernel}x{kernel}" + (" BN" if batch_norm else "")
     name += (f" pool {pool}x{pool}" if pool else "") + f" {activation.name}"

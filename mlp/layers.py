@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from utils import rna
 from utils.layer import Layer, init_linear, linear_tail
+from utils.precision import accumulation_dtype
 
 
 def hidden_layer(n_units: int, *, activation="relu", batch_norm=True, gaussian_std=0.0,
@@ -32,7 +33,8 @@ def hidden_layer(n_units: int, *, activation="relu", batch_norm=True, gaussian_s
 
 
 def logistic_regression(n_classes: int = 7) -> Layer:
-    """Softmax output layer; apply returns the linear (pre-softmax) outputs, the logits."""
+    """Softmax output layer; apply returns the linear (pre-softmax) outputs, the logits, in
+    float32 at least whatever the compute dtype (the softmax and the cost are float32)."""
 
     def init(key, input_shape, dtype=jnp.float32):
         (n_in,) = input_shape
@@ -41,6 +43,6 @@ def logistic_regression(n_classes: int = 7) -> Layer:
         return (n_classes,), params, state
 
     def apply(params, state, x, *, train, key=None):
-        return rna.dense(x, params["w"]) + params["b"], state
+        return rna.dense(x, params["w"], accumulation_dtype(x.dtype)) + params["b"], state
 
     return Layer(init, apply, f"softmax {n_classes}")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from loaders.sample import ensure_sample_dataset
-from utils import benchmark
+from utils.benchmark import cli, measure
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -14,34 +14,29 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     peers = ["flax", "torch", "torch_cl"] if HAS_TORCH else ["flax"]
     dataset = ensure_sample_dataset("mirror", tmp_path)
     out = tmp_path / "bench.json"
-    code = benchmark.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
-                           "--quick", "--peers", *peers, "--json", str(out),
-                           "--pipeline-network", "mlp", "--dataset", str(dataset),
-                           "--pipeline-batches", "2", "--devices", "1", "2", "3"])
+    code = cli.main(["--networks", "mlp", "--batch-sizes", "8", "--im-dim", "16", "16",
+                     "--quick", "--peers", *peers, "--json", str(out),
+                     "--pipeline-network", "mlp", "--dataset", str(dataset),
+                     "--pipeline-batches", "2", "--devices", "1", "2", "3"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| mlp | 8 |" in printed and "input pipeline" in printed
+    assert "input pipeline" in printed
 
     report = json.loads(out.read_text())
-    assert set(report) == {"command", "device", "host_tuning", "settings",
+    assert set(report) == {"command", "device", "host_tuning", "bfloat16_note", "settings",
                            "matmul_peak_gflops", "results", "input_pipeline",
                            "device_scaling"}
     assert report["device"]["platform"] in ("cpu", "gpu") and report["device"]["name"]
-    assert report["matmul_peak_gflops"] > 0
-    (result,) = report["results"]
-    assert result["network"] == "mlp" and result["batch_size"] == 8
-    assert result["params"] == 16 * 16 * 1024 + 2 * 1024 + 1024 * 7 + 7
-    assert result["flops_per_image"] == {"forward": 2 * (256 * 1024 + 1024 * 7),
-                                         "train": 2 * (2 * 256 * 1024 + 3 * 1024 * 7)}
-    for kind in ("ours", *peers):
-        figures = result["implementations"][kind]
-        assert figures["params"] == result["params"]  # the peers are the same network
-        for key in ("compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
-                    "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak"):
-            assert figures[key] > 0, (kind, key)
-        assert figures["memory"]["process_peak_rss_bytes"] > 0
-    assert result["implementations"]["ours"]["memory"]["train_step_bytes"] > 0
-    assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
+    assert set(report["matmul_peak_gflops"]) == {"float32", "bfloat16"}
+    assert min(report["matmul_peak_gflops"].values()) > 0
+    if report["device"]["platform"] == "cpu":  # bfloat16 on a CPU is said to be no fast path
+        assert "bfloat16 on CPU" in report["bfloat16_note"]
+        assert report["bfloat16_note"] in printed
+    # One result per dtype, in the order asked, each with the same network and peers.
+    assert [result["dtype"] for result in report["results"]] == ["float32", "bfloat16"]
+    assert "| mlp | 8 | float32 |" in printed and "| mlp | 8 | bfloat16 |" in printed
+    for result in report["results"]:
+        check_network_result(result, peers)
 
     pipeline = report["input_pipeline"]
     assert pipeline["batches_per_epoch"] == 2 and pipeline["im_dim"] == [48, 48]
@@ -61,13 +56,52 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     assert "| 3 | " in printed and "devices (mlp @ 8" in printed
 
 
+def check_network_result(result, peers):
+    assert result["network"] == "mlp" and result["batch_size"] == 8
+    assert result["params"] == 16 * 16 * 1024 + 2 * 1024 + 1024 * 7 + 7
+    assert result["flops_per_image"] == {"forward": 2 * (256 * 1024 + 1024 * 7),
+                                         "train": 2 * (2 * 256 * 1024 + 3 * 1024 * 7)}
+    for kind in ("ours", *peers):
+        figures = result["implementations"][kind]
+        assert figures["params"] == result["params"]  # the peers are the same network
+        for key in ("compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
+                    "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak"):
+            assert figures[key] > 0, (kind, key)
+        assert figures["memory"]["process_peak_rss_bytes"] > 0
+    assert result["implementations"]["ours"]["memory"]["train_step_bytes"] > 0
+    assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
+
+
 def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
-    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)
-    assert benchmark._available_peers(["torch"]) == {"torch": "torch is not installed"}
+    monkeypatch.setattr(measure.importlib.util, "find_spec", lambda name: None)
+    assert measure.available_peers(["torch"]) == {"torch": "torch is not installed"}
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--batch-sizes", "0"],
-                                  ["--peers", "jax"], ["--devices", "0"]])
+                                  ["--peers", "jax"], ["--devices", "0"],
+                                  ["--dtypes", "float16"]])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
-        benchmark.parse_args(argv)
+        cli.parse_args(argv)
+
+
+def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():
+    from utils.benchmark import breakdown
+
+    result = breakdown.measure("tiny_net:tiny", 8, "float32", rounds=1)
+    pieces = [(layer.split()[0], kind) for layer, kind, _ in result["rows"]]
+    # tiny: conv 4 (pooled), two more poolings, flatten, hidden 8... (the launcher's default
+    # hidden size), softmax: the first conv has no input gradient to compute.
+    assert pieces[:3] == [("conv", "conv forward"), ("conv", "conv weight gradient"),
+                          ("conv", "conv layer (forward + backward)")]
+    assert [kind for _, kind in pieces[3:]] == ["dense layer (forward + backward)"] * 2 + [
+        "SGD update", "whole training step"]
+    assert all(ms > 0 for _, _, ms in result["rows"])
+    classes = breakdown.op_classes(result["rows"])
+    parts = {kind: ms for kind, ms in classes.items() if kind != "whole training step"}
+    assert sum(parts.values()) == pytest.approx(classes["whole training step"])
+    convs = sum(ms for _, kind, ms in result["rows"] if kind.startswith("conv ")
+                and "layer" not in kind)
+    assert classes["convolutions"] == pytest.approx(convs)
+    assert "| op class | ms | % of the step |" in breakdown.format_breakdown(
+        "tiny", 8, "float32", result)

@@ -1,6 +1,6 @@
-"""FLOP counts (utils.flops) against hand computations from the architectures."""
+"""FLOP counts (utils.benchmark.flops) against hand computations from the architectures."""
 from convnets.networks import Conv, Pool, build_convnet
-from utils.flops import network_flops
+from utils.benchmark.flops import network_flops
 from utils.networks import get_network
 
 

@@ -41,23 +41,30 @@ def sample(tmp_path_factory):
     return ensure_sample_dataset("mirror", folder=tmp_path_factory.mktemp("sample"))
 
 
+def run_on_devices(config: dict) -> str:
+    """A launcher run on the forced host devices, to the end; its output."""
+    done = subprocess.run(command(config), capture_output=True, text=True,
+                          env=four_device_environment(), cwd=PROJECT, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def stop_and_resume_on_devices(config: dict) -> None:
+    """SIGTERM a run on the forced devices during its retraining, then resume it to the end."""
+    run_until(config, lambda lines: lines[-1].startswith("epoch 1, train cost"), signal.SIGTERM,
+              env=four_device_environment())
+    assert "resuming" in run_on_devices({**config, "resume": True})
+
+
 def test_launcher_on_four_devices_validates_tests_and_resumes(sample, tmp_path):
     settings = dict(n_epochs=2, anneal_epochs=1, batch_size=24, devices=4)
     reference = quick_config(tmp_path / "reference", sample, **settings)
-    done = subprocess.run(command(reference), capture_output=True, text=True,
-                          env=four_device_environment(), cwd=PROJECT, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "devices: 4 x cpu" in done.stdout
+    assert "devices: 4 x cpu" in run_on_devices(reference)
     results, _ = final_model(tmp_path / "reference" / "run")
     assert results["entropy_epoch"] in (1, 2) and results["aug_test_error"] is not None
 
     config = quick_config(tmp_path / "interrupted", sample, **settings)
-    run_until(config, lambda lines: lines[-1].startswith("epoch 1, train cost"), signal.SIGTERM,
-              env=four_device_environment())
-    done = subprocess.run(command({**config, "resume": True}), capture_output=True, text=True,
-                          env=four_device_environment(), cwd=PROJECT, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "resuming" in done.stdout
+    stop_and_resume_on_devices(config)
     assert_same_run(final_model(tmp_path / "interrupted" / "run"),
                     final_model(tmp_path / "reference" / "run"))
 

@@ -1,4 +1,5 @@
-"""The primitives' fast paths give the results of the plain formulations they replace.
+"""The primitives' CPU fast paths (utils.cpu_kernels) give the results of the plain
+formulations they replace.
 
 Bit for bit where the fast path only reorganises the same operations (dropout masks, noise,
 max-pooling and its gradient routing), within float32 rounding where sums are reordered
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from utils import rna
+from utils import cpu_batch_norm, cpu_kernels, rna
 
 RNG = np.random.default_rng(7)
 
@@ -54,10 +55,10 @@ def test_gaussian_noise_is_jax_random_normal_bit_for_bit():
 def test_uniform_falls_back_to_jax_random_outside_the_fast_path():
     key = jax.random.key(9)
     with jax.enable_x64(True):  # float64 draws use 64 random bits: jax.random's own path
-        np.testing.assert_array_equal(rna.uniform(key, (5,), jnp.float64),
+        np.testing.assert_array_equal(cpu_kernels.uniform(key, (5,), jnp.float64),
                                       jax.random.uniform(key, (5,), jnp.float64))
     legacy = jax.random.PRNGKey(2)  # raw uint32 key data
-    np.testing.assert_array_equal(rna.uniform(legacy, (5,)), jax.random.uniform(legacy, (5,)))
+    np.testing.assert_array_equal(cpu_kernels.uniform(legacy, (5,)), jax.random.uniform(legacy, (5,)))
 
 
 @pytest.mark.parametrize("size,shape", [(2, (2, 7, 6, 3)), (3, (2, 8, 7, 2)), (2, (3, 4, 4, 5))])
@@ -108,7 +109,7 @@ def test_batch_norm_and_its_gradients_match_the_plain_formula_in_float64(shape):
 def test_feature_sum_folds_rows_and_sums_like_numpy():
     for shape in [(128, 12, 12, 64), (3, 5), (2, 3, 7)]:
         x = RNG.normal(size=shape).astype(np.float32)
-        np.testing.assert_allclose(rna.feature_sum(jnp.asarray(x)),
+        np.testing.assert_allclose(cpu_batch_norm.feature_sum(jnp.asarray(x)),
                                    x.astype(np.float64).reshape(-1, shape[-1]).sum(0),
                                    rtol=1e-5, atol=1e-4)
 
@@ -140,6 +141,91 @@ def test_relu_gradients_match_the_plain_functions(activation, reference):
 
 def test_computed_once_reads_back_the_integers_it_kept():
     values = np.arange(64)
-    kept = rna.computed_once(jnp.asarray(values))
+    kept = cpu_kernels.computed_once(jnp.asarray(values))
     for k in range(64):
-        np.testing.assert_array_equal(rna.computed_once_equals(kept, k), values == k)
+        np.testing.assert_array_equal(cpu_kernels.computed_once_equals(kept, k), values == k)
+
+
+@pytest.mark.parametrize("shape,size", [((4, 6, 6, 5), 2), ((3, 7, 5, 4), 2), ((2, 6, 6, 3), 3)])
+def test_batch_norm_max_pool_matches_pooling_the_plain_batch_norm(shape, size):
+    # Integer inputs: windows with tied maxima (and minima) route the gradient to the first,
+    # as the reference's select-and-scatter does; gamma < 0 (the window minimum is the
+    # normalised maximum) and gamma == 0 (every value ties) included; a ragged border on
+    # (3, 7, 5, 4); weights on the returned statistics too.
+    x = jnp.asarray(RNG.integers(-3, 4, size=shape).astype(np.float32))
+    c = shape[-1]
+    gamma = jnp.asarray(np.concatenate([[1.5, -0.7, 0.0], RNG.normal(size=c - 3)]), jnp.float32)
+    beta = jnp.asarray(RNG.normal(size=c).astype(np.float32))
+    pooled_shape = plain_max_pool(x, size).shape
+    w_y = jnp.asarray(RNG.normal(size=pooled_shape).astype(np.float32))
+    w_mean, w_var = (jnp.asarray(RNG.normal(size=c).astype(np.float32)) for _ in range(2))
+
+    def plain(x, gamma, beta):
+        y, mean, var = plain_batch_norm(x, gamma, beta)
+        return plain_max_pool(y, size), mean, var
+
+    def fused(x, gamma, beta):
+        return cpu_batch_norm.batch_norm_max_pool_train(x, gamma, beta, rna.BN_EPSILON, size)
+
+    def cost(fn, *args):
+        y, mean, var = fn(*args)
+        return jnp.sum(y * w_y) + jnp.sum(mean * w_mean) + jnp.sum(var * w_var)
+
+    for got, expected in zip(fused(x, gamma, beta), plain(x, gamma, beta)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(lambda *a: cost(fused, *a), argnums=(0, 1, 2)))(x, gamma, beta)
+    expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2))(x, gamma, beta)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))
+
+
+@pytest.mark.parametrize("pool", [None, 2])
+def test_batch_norm_of_the_image_conv_from_its_patches_matches_the_plain_formula(pool):
+    # The 3x3 conv on one channel: its BN statistics come from the image patches' covariance.
+    x = jnp.asarray(RNG.normal(0.5, 0.3, size=(4, 6, 6, 1)).astype(np.float32))
+    w = jnp.asarray(RNG.normal(size=(3, 3, 1, 5)).astype(np.float32))
+    gamma = jnp.asarray([1.2, -0.8, 0.5, 2.0, -1.5], jnp.float32)
+    beta = jnp.asarray(RNG.normal(size=5).astype(np.float32))
+    m = 4 * 6 * 6
+    out_shape = (4, 3, 3, 5) if pool else (4, 6, 6, 5)
+    w_y = jnp.asarray(RNG.normal(size=out_shape).astype(np.float32))
+    w_mean, w_var = (jnp.asarray(RNG.normal(size=5).astype(np.float32)) for _ in range(2))
+    assert rna.conv2d_statistics(x, jnp.zeros((3, 3, 2, 5))) is None  # 18 values: XLA's conv
+
+    def ours(x, w, gamma, beta):
+        params, statistics = {"gamma": gamma, "beta": beta}, rna.conv2d_statistics(x, w)
+        z = rna.conv2d(x, w)
+        y, state = (rna.batch_norm_max_pool(z, params, None, pool, train=True,
+                                            statistics=statistics) if pool else
+                    rna.batch_norm(z, params, None, train=True, statistics=statistics))
+        return y, state["mean"], state["var"]
+
+    def plain(x, w, gamma, beta):
+        y, mean, var = plain_batch_norm(plain_conv(x, w), gamma, beta)
+        return (plain_max_pool(y, pool) if pool else y), mean, var * m / (m - 1)
+
+    def cost(fn, *args):
+        y, mean, var = fn(*args)
+        return jnp.sum(y * w_y) + jnp.sum(mean * w_mean) + jnp.sum(var * w_var)
+
+    for got, expected in zip(ours(x, w, gamma, beta), plain(x, w, gamma, beta)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    args = (x, w, gamma, beta)
+    got = jax.jit(jax.grad(lambda *a: cost(ours, *a), argnums=(0, 1, 2, 3)))(*args)
+    expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2, 3))(*args)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3 * float(np.abs(e).max()))
+
+
+def test_feature_affine_and_bias_and_their_gradients_match_plain_broadcasting():
+    x = jnp.asarray(RNG.normal(size=(3, 4, 5, 6)).astype(np.float32))
+    scale, shift = (jnp.asarray(RNG.normal(size=6).astype(np.float32)) for _ in range(2))
+    g = jnp.asarray(RNG.normal(size=x.shape).astype(np.float32))
+    for fast, plain, args in [(cpu_batch_norm.feature_affine, lambda x, a, b: x * a + b,
+                               (x, scale, shift)),
+                              (cpu_batch_norm.add_bias, lambda x, b: x + b, (x, shift))]:
+        np.testing.assert_allclose(fast(*args), plain(*args), rtol=1e-6, atol=1e-6)
+        got = jax.jit(lambda *a: jax.vjp(fast, *a)[1](g))(*args)
+        expected = jax.vjp(plain, *args)[1](g)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

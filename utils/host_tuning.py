@@ -8,14 +8,19 @@ Both settings leave every result unchanged (bit for bit for the allocator; float
 for the kernels) and neither slows NumPy. Set ``FER_HOST_TUNING=0`` to make ``apply()`` leave
 the process as it was (the benchmark does, to measure them). ``applied()`` says what was set.
 
-- XLA's CPU kernels. This jaxlib routes every f32 matmul and convolution through its new YNN
-  kernels by default; on the 2-core AMD EPYC they ran at 20-50 % of the classic (Eigen)
-  kernels for convolutions and their gradients (the weight gradient worst), and matmul was
-  erratic (100-180 GFLOP/s against a steady 200). ``--xla_cpu_experimental_ynn_fusion_type=``
-  (an empty list) brings back the classic kernels. XLA reads its flags once, when JAX starts
-  its CPU backend, so ``apply()`` must run before the first computation (later, it only
-  reaches child processes); an unknown flag aborts the process, so it is only set on the
-  jaxlib series it was measured on.
+- XLA's CPU kernels. This jaxlib routes every matmul and convolution through its new YNN
+  kernels by default. Their convolutions ran at 20-50 % of the classic (Eigen) kernels, the
+  weight gradient worst, on both machines measured (a 2-core AMD EPYC and a 2-core Intel
+  Sapphire Rapids), so ``--xla_cpu_experimental_ynn_fusion_type=`` (an empty list) brings
+  back the classic kernels. Matmuls differ by CPU: on the EPYC YNN's were erratic (100-180
+  GFLOP/s against a steady 200), so everything stays classic there; on the Intel CPU the
+  classic kernel took 95 ms for a dense layer's input gradient (g @ W.T, 128 x 1024 x 9216)
+  that YNN does in 14 ms, and YNN's bfloat16 matmul runs at 3.7x its float32 one (the
+  classic kernels convert bfloat16 to float32), so on Intel CPUs the list is
+  ``individual_dot``: YNN matmuls, classic convolutions. XLA reads its flags once, when JAX
+  starts its CPU backend, so ``apply()`` must run before the first computation (later, it
+  only reaches child processes); an unknown flag aborts the process, so it is only set on
+  the jaxlib series it was measured on.
 - glibc's allocator. XLA frees its temporaries after every step, and glibc hands any block
   over 32 MiB back to the kernel at once, so every step page-faulted its whole working set
   in again (about 230,000 faults, 0.9 GiB, per training step of net A at batch 128; a 75 MiB
@@ -31,7 +36,7 @@ import platform
 
 # The jaxlib series whose XLA knows the flag (and defaults to the kernels it switches off).
 _KERNEL_FLAG_SERIES = ("0.10",)
-_KERNEL_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+_KERNEL_FLAG_NAME = "--xla_cpu_experimental_ynn_fusion_type"
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
@@ -64,14 +69,34 @@ def _jaxlib_series() -> str | None:
     return ".".join(version.__version__.split(".")[:2])
 
 
-def _use_classic_xla_kernels() -> None:
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo
+                         if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
+def kernel_flag() -> str:
+    """The XLA flag ``apply()`` sets on this machine (see the module's docstring)."""
+    kernels = "individual_dot" if _cpu_vendor() == "GenuineIntel" else ""
+    return f"{_KERNEL_FLAG_NAME}={kernels}"
+
+
+_KERNEL_CHOICE = {"": "classic Eigen CPU kernels",
+                  "individual_dot": "YNNPACK matmuls, classic Eigen convolutions"}
+
+
+def _choose_xla_kernels() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" not in flags:  # else the researcher chose
+    flag = kernel_flag()
+    if _KERNEL_FLAG_NAME not in flags:  # else the researcher chose
         if _jaxlib_series() not in _KERNEL_FLAG_SERIES:
             return
-        flags = os.environ["XLA_FLAGS"] = f"{flags} {_KERNEL_FLAG}".strip()
-    if _KERNEL_FLAG in flags.split():  # set here, or inherited from a tuned parent process
-        _applied.append(f"XLA_FLAGS {_KERNEL_FLAG} (classic Eigen CPU kernels)")
+        flags = os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    if flag in flags.split():  # set here, or inherited from a tuned parent process
+        _applied.append(f"XLA_FLAGS {flag} ({_KERNEL_CHOICE[flag.split('=', 1)[1]]})")
 
 
 def _keep_freed_memory() -> None:
@@ -90,6 +115,6 @@ def apply() -> list[str]:
     if _called or os.environ.get("FER_HOST_TUNING", "1") == "0":
         return applied()
     _called, _xla_flags_before = True, os.environ.get("XLA_FLAGS")
-    _use_classic_xla_kernels()
+    _choose_xla_kernels()
     _keep_freed_memory()
     return applied()

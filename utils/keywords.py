@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from utils import online_augmentation
+from utils import online_augmentation, precision
 from utils.names import closest_name
 from utils.network import check_hidden_sizes
 from utils.optim import OPTIMIZERS, SCHEDULES
@@ -160,6 +160,13 @@ def below_one(name, v):
     return float(v)
 
 
+def compute_dtype_name(name, v):
+    try:
+        return precision.compute_dtype(v).name
+    except ValueError as err:
+        raise KeywordError(f"{err}{closest_name(str(v), precision.COMPUTE_DTYPES)}") from None
+
+
 def device_count(name, v):
     return None if v is None else positive_int(name, v)
 
@@ -241,6 +248,9 @@ KEYWORDS = [
     Keyword("bn_momentum", 0.99, "EMA momentum when bn_stats='ema'", momentum),
     Keyword("test_each_epoch", True, "print the test error each epoch, as the thesis did "
             "(never used to pick anything)", boolean),
+    Keyword("dtype", "float32", "compute dtype: float32, or bfloat16 (mixed precision: convs, "
+            "matmuls, activations in bfloat16; parameters, optimiser, BN statistics, softmax, "
+            "cost in float32)", compute_dtype_name),
     Keyword("seed", 0, "seed of initialisation, dropout, noise and data order",
             non_negative_int),
     # -- run management ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Layer(NamedTuple):
     init: Callable
     apply: Callable
     name: str = "layer"
+    layers: tuple = ()  # a composite's parts, in order (for tools that look inside)
 
 
 def sub_key(key, index: int):
@@ -48,7 +49,7 @@ def sequential(layers: Sequence[Layer], name: str = "sequential") -> Layer:
             new_state.append(s)
         return x, new_state
 
-    return Layer(init, apply, name)
+    return Layer(init, apply, name, layers)
 
 
 def flatten() -> Layer:
@@ -79,14 +80,19 @@ def init_linear(key, w_shape, fan_in, fan_out, *, gain, batch_norm, dtype=jnp.fl
 
 
 def linear_tail(params, state, z, *, train, key, batch_norm, gaussian_std, pool, activation,
-                p_drop):
-    """z is a layer's linear output; returns (activation output, new BN state)."""
-    if batch_norm:
-        z, state = rna.batch_norm(z, params, state, train=train)
+                p_drop, statistics=None):
+    """z is a layer's linear output; returns (activation output, new BN state).
+    ``statistics``: z's batch mean and biased variance, where the caller has them cheaper."""
+    if batch_norm and pool and not gaussian_std:  # nothing between BN and pooling: one step
+        z, state = rna.batch_norm_max_pool(z, params, state, pool, train=train,
+                                           statistics=statistics)
     else:
-        z = z + params["b"]
-    z = rna.gaussian_noise(z, gaussian_std, train=train, key=sub_key(key, 0))
-    if pool:
-        z = rna.max_pool(z, pool)
+        if batch_norm:
+            z, state = rna.batch_norm(z, params, state, train=train, statistics=statistics)
+        else:
+            z = rna.add_bias(z, params["b"])
+        z = rna.gaussian_noise(z, gaussian_std, train=train, key=sub_key(key, 0))
+        if pool:
+            z = rna.max_pool(z, pool)
     y = activation(z)
     return rna.dropout(y, p_drop, train=train, key=sub_key(key, 1)), state

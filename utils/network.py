@@ -35,10 +35,15 @@ class Network:
         _, params, state = self.body.init(key, self.input_shape, dtype)
         return params, state
 
-    def apply(self, params, state, x, *, train: bool, key=None):
-        """(logits, new_state); in train mode new_state holds this batch's BN statistics."""
+    def apply(self, params, state, x, *, train: bool, key=None, dtype=None):
+        """(logits, new_state); in train mode new_state holds this batch's BN statistics.
+
+        ``dtype``: the compute dtype (``utils.precision``): the images are cast to it and
+        every layer computes in its input's dtype; logits and state stay float32."""
         if x.ndim == 3:
             x = x[..., None]
+        if dtype is not None:
+            x = x.astype(dtype)
         return self.body.apply(params, state, x, train=train, key=key)
 
     def param_count(self) -> int:

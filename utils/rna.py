@@ -4,8 +4,10 @@ Everything here is a pure function of arrays (and, where random, an explicit PRN
 networks built from it jit, differentiate, shard and serialise without any framework magic.
 The names follow the thesis: ``rna.relu()`` returns the activation a layer is built with.
 
-The ReLUs, max-pooling and train-mode batch norm define their own gradients (fast on CPU, see
-each) with ``jax.custom_vjp``: they differentiate in reverse mode (jax.grad, jax.vjp, what
+This module states the math; where XLA's CPU backend needs the same math in another form to
+run fast (the ReLUs', max-pooling's and batch norm's backward passes, the patch conv, the
+unrolled random hash), the work is done by ``utils.cpu_kernels``, tested against the plain
+formulation. Those custom gradients differentiate in reverse mode (jax.grad, jax.vjp, what
 training uses), not in forward mode (jax.jvp).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from utils import cpu_batch_norm, cpu_kernels, precision
 from utils.names import closest_name
 
 BN_EPSILON = 1e-5
@@ -42,7 +45,7 @@ class Activation(NamedTuple):
 
 
 def relu() -> Activation:
-    return Activation("relu", _relu)
+    return Activation("relu", cpu_kernels.relu)  # max(0, x)
 
 
 def sigmoid() -> Activation:
@@ -58,45 +61,12 @@ def leaky_relu(negative_slope: float = 0.01) -> Activation:
     if not 0.0 <= negative_slope < 1.0:
         raise ValueError(f"leaky_relu: negative_slope must be in [0, 1), got {negative_slope}")
     name = "leaky_relu" if negative_slope == 0.01 else f"leaky_relu({negative_slope})"
-    return Activation(name, partial(_leaky_relu, slope=negative_slope))
+    # x if x >= 0 else negative_slope * x
+    return Activation(name, partial(cpu_kernels.leaky_relu, slope=negative_slope))
 
 
 def linear() -> Activation:
     return Activation("linear", lambda x: x)
-
-
-# The ReLUs' backward passes read the sign of their input, kept as computed_once: otherwise
-# XLA recomputes the whole chain before it (batch norm, pooling) inside the backward pass.
-@jax.custom_vjp
-def _relu(x):
-    return jax.nn.relu(x)
-
-
-def _relu_fwd(x):
-    return jax.nn.relu(x), computed_once(x > 0)
-
-
-def _relu_bwd(positive, g):
-    return (jnp.where(positive > 0, g, jnp.zeros((), g.dtype)),)
-
-
-_relu.defvjp(_relu_fwd, _relu_bwd)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _leaky_relu(x, slope):
-    return jnp.where(x >= 0, x, slope * x)
-
-
-def _leaky_relu_fwd(x, slope):
-    return _leaky_relu(x, slope), computed_once(x >= 0)
-
-
-def _leaky_relu_bwd(slope, non_negative, g):
-    return (jnp.where(non_negative > 0, g, slope * g),)
-
-
-_leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 
 
 ACTIVATIONS: dict[str, Callable[[], Activation]] = {
@@ -151,116 +121,48 @@ def conv_fans(kernel: int, c_in: int, c_out: int, pool_area: int = 1) -> tuple[f
 
 
 # --------------------------------------------------------------------------------------------
-# Keeping XLA from recomputing
-# --------------------------------------------------------------------------------------------
-def computed_once(small_ints):
-    """Small non-negative integers (or booleans) in a float32 form that XLA computes once.
-
-    XLA's CPU fusion copies any chain of 'cheap' elementwise operations into every consumer
-    that reads it, however long the chain: a dropout mask (a 20-round hash), a pooling's
-    argmax or a ReLU's sign (each with the batch norm and window maxima before it) would be
-    recomputed in the backward pass, four times over where it is read at the unpooled
-    resolution, and CPU XLA drops optimisation barriers before it fuses. A square root counts
-    as expensive, so XLA never duplicates one: the values are kept as their square roots,
-    which are exact for 0 and 1 and, being strictly increasing, tell any other apart
-    (``computed_once_equals``).
-    """
-    return jnp.sqrt(jnp.asarray(small_ints).astype(jnp.float32))
-
-
-def computed_once_equals(kept, values):
-    """kept == computed_once(values), elementwise, robust to the root's last-bit rounding."""
-    values = np.asarray(values, np.float64)
-    # sqrt(k+1) - sqrt(k) > 1/(2 sqrt(k+1)): a quarter of that gap separates neighbours.
-    return (jnp.abs(kept - np.sqrt(values).astype(np.float32))
-            < (0.25 / np.sqrt(values + 1)).astype(np.float32))
-
-
-# --------------------------------------------------------------------------------------------
 # Linear maps and pooling
 # --------------------------------------------------------------------------------------------
-# A conv whose window holds at most this many values (taps x input channels: the 3x3 conv on
-# the grayscale input) is one matrix product with its im2col patches: XLA's CPU conv kernels
-# are slowest on a single input channel (measured: twice as fast forward, as fast backward;
-# a 5x5 window is already better left to XLA).
-PATCH_CONV_MAX_WINDOW = 16
-
-
 def conv2d(x, w):
-    """'same' 2-D convolution (cross-correlation, as every toolkit): x NHWC, w HWIO."""
-    kh, kw, c_in, c_out = w.shape
-    if kh * kw * c_in <= PATCH_CONV_MAX_WINDOW:
-        n, h, width, _ = x.shape
-        patches = jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
-        return (patches @ w.reshape(kh * kw * c_in, c_out)).reshape(n, h, width, c_out)
+    """'same' 2-D convolution (cross-correlation, as every toolkit): x NHWC, w HWIO.
+
+    y[n, i, j, o] = sum over (a, b, c) of x[n, i + a - top, j + b - left, c] * w[a, b, c, o],
+    zero outside the image, computed in x's dtype (the network's compute dtype) and summed
+    in float32. A small window (the 3x3 conv on the grayscale input) is one matrix product
+    with its im2col patches, faster on CPU (``cpu_kernels.patch_conv``).
+    """
+    w = w.astype(x.dtype)
+    kh, kw, c_in, _ = w.shape
+    if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
+        return cpu_kernels.patch_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+        preferred_element_type=precision.accumulation_dtype(x.dtype),
+    ).astype(x.dtype)
 
 
-def _same_taps(x, kh: int, kw: int) -> list:
-    """The kh*kw shifted views of x that a 'same' kernel's taps (i, j) see, row-major."""
-    _, h, w, _ = x.shape
-    top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's 'SAME': the odd pixel pads the end
-    padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
-    return [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
+def add_bias(x, b):
+    """x + b per feature (the last axis), in x's dtype (``cpu_batch_norm.add_bias``: a fast
+    gradient sum)."""
+    return cpu_batch_norm.add_bias(x, b)
 
 
-def dense(x, w):
-    return x @ w
+def dense(x, w, out_dtype=None):
+    """x @ w in x's dtype, summed in float32; the result in ``out_dtype`` (default: x's)."""
+    y = jnp.matmul(x, w.astype(x.dtype),
+                   preferred_element_type=precision.accumulation_dtype(x.dtype))
+    return y.astype(out_dtype or x.dtype)
 
 
 def max_pool(x, size: int = 2):
     """Non-overlapping size x size max-pooling of NHWC; a ragged border is dropped (floor).
 
-    The gradient goes to the first maximum of each window in row-major order (as XLA's
-    select-and-scatter does), from a record of which one it was kept at the pooled size.
+    y[n, i, j, c] = max of x[n, size*i + a, size*j + b, c] over 0 <= a, b < size. The gradient
+    goes to the first maximum of each window in row-major order (as XLA's select-and-scatter
+    sends it), from a record of which one it was (``cpu_kernels.max_pool``).
     """
-    return _max_pool(x, size)
-
-
-def _pool_windows(x, size: int) -> list:
-    """The size*size strided views of x, one per position in the window, row-major."""
-    n, h, w, c = x.shape
-    rows, cols = h // size, w // size
-    blocks = x[:, :rows * size, :cols * size, :].reshape(n, rows, size, cols, size, c)
-    return [blocks[:, :, i, :, j, :] for i in range(size) for j in range(size)]
-
-
-def _window_max(windows):
-    top = windows[0]
-    for window in windows[1:]:
-        top = jnp.maximum(top, window)
-    return top
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool(x, size):
-    return _window_max(_pool_windows(x, size))
-
-
-def _max_pool_fwd(x, size):
-    windows = _pool_windows(x, size)
-    top = _window_max(windows)
-    first = jnp.full(top.shape, len(windows) - 1, jnp.int32)
-    for k in range(len(windows) - 2, -1, -1):
-        first = jnp.where(windows[k] == top, k, first)
-    return top, (computed_once(first), x.shape)
-
-
-def _max_pool_bwd(size, residuals, g):
-    first, x_shape = residuals
-    n, rows, cols, c = g.shape
-    position = np.arange(size * size).reshape(1, 1, size, 1, size, 1)
-    gx = jnp.where(computed_once_equals(first[:, :, None, :, None, :], position),
-                   g[:, :, None, :, None, :],
-                   jnp.zeros((), g.dtype)).reshape(n, rows * size, cols * size, c)
-    ragged = ((0, 0), (0, x_shape[1] - rows * size), (0, x_shape[2] - cols * size), (0, 0))
-    return (jnp.pad(gx, ragged) if ragged[1][1] or ragged[2][1] else gx,)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+    return cpu_kernels.max_pool(x, size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,70 +180,26 @@ def dropout(x, p: float, *, train: bool, key=None):
     Inverted scaling: kept units are divided by 1-p at train time, so the test-time network
     is the identity and expectations match. ``key=None`` at train time switches it off (used
     when collecting batch-norm population statistics). The mask is
-    ``jax.random.bernoulli(key, 1-p, x.shape)``, bit for bit (see ``uniform``).
+    ``jax.random.bernoulli(key, 1-p, x.shape)``, bit for bit (``cpu_kernels.uniform``).
     """
     if not train or p == 0.0 or key is None:
         return x
     keep = 1.0 - p
-    kept = computed_once(uniform(key, x.shape, lax.dtype(keep)) < keep)
+    kept = cpu_kernels.computed_once(cpu_kernels.uniform(key, x.shape, lax.dtype(keep)) < keep)
     return jnp.where(kept > 0, x * jnp.asarray(1.0 / keep, x.dtype), jnp.zeros((), x.dtype))
 
 
 def gaussian_noise(x, std: float, *, train: bool, key=None):
-    """Add N(0, std^2) noise at train time only (``jax.random.normal``'s values, bit for bit)."""
+    """Add N(0, std^2) noise at train time only (``jax.random.normal``'s values, bit for bit;
+    drawn and added in float32 when x is bfloat16, so both dtypes draw the same noise)."""
     if not train or std == 0.0 or key is None:
         return x
+    dtype = precision.accumulation_dtype(x.dtype)
     # jax.random.normal: sqrt(2) erfinv(u), u uniform on (-1, 1).
-    low = np.nextafter(np.array(-1.0, x.dtype), np.array(0.0, x.dtype))
-    u = uniform(key, x.shape, x.dtype, low, np.array(1.0, x.dtype))
-    return x + std * (np.array(np.sqrt(2), x.dtype) * lax.erf_inv(u))
+    low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
+    u = cpu_kernels.uniform(key, x.shape, dtype, low, np.array(1.0, dtype))
+    return (x + std * (np.array(np.sqrt(2), dtype) * lax.erf_inv(u))).astype(x.dtype)
 
-
-# JAX's CPU lowering of the threefry hash runs its 5 rounds as a loop over whole arrays, which
-# made dropout masks cost more than a conv layer; the same hash unrolled fuses into one pass.
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def _threefry2x32(k0, k1, x0, x1):
-    keys = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
-    x0, x1 = x0 + keys[0], x1 + keys[1]
-    for i in range(5):
-        for r in _THREEFRY_ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = x0 ^ ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r)))
-        x0 = x0 + keys[(i + 1) % 3]
-        x1 = x1 + keys[(i + 2) % 3] + np.uint32(i + 1)
-    return x0, x1
-
-
-def _is_unrollable(key, shape, dtype) -> bool:
-    """Whether ``_threefry_bits`` reproduces jax.random's bits for this draw."""
-    return (jnp.dtype(dtype) == jnp.float32 and 0 < len(shape) and math.prod(shape) < 2 ** 32
-            and jax.config.jax_threefry_partitionable
-            and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-            and str(jax.random.key_impl(key)) == "threefry2x32")
-
-
-def _threefry_bits(key, shape):
-    """jax.random.bits(key, shape) for a threefry key (partitionable: counter = flat index)."""
-    k0, k1 = jax.random.key_data(key)
-    strides = np.cumprod((shape[1:] + (1,))[::-1])[::-1]
-    index = sum(lax.broadcasted_iota(jnp.uint32, shape, d) * np.uint32(s)
-                for d, s in enumerate(strides))
-    hi, lo = _threefry2x32(k0, k1, jnp.zeros(shape, jnp.uint32), index)
-    return hi ^ lo
-
-
-def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0):
-    """``jax.random.uniform``, bit for bit; float32 threefry draws take the unrolled hash."""
-    shape = tuple(shape)
-    if not _is_unrollable(key, shape, dtype):
-        return jax.random.uniform(key, shape, dtype, minval, maxval)
-    # jax.random.uniform: 23 random mantissa bits under exponent 0 give [1, 2), minus 1.
-    mantissa = (_threefry_bits(key, shape) >> np.uint32(9)) | np.uint32(0x3F800000)
-    floats = lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1.0)
-    minval, maxval = jnp.asarray(minval, jnp.float32), jnp.asarray(maxval, jnp.float32)
-    return jnp.maximum(minval, floats * (maxval - minval) + minval)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,72 +212,66 @@ def batch_norm_init(n_features: int, dtype=jnp.float32):
     return params, state
 
 
-def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON):
-    """Normalise per feature (last axis) over all other axes.
+def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON, statistics=None):
+    """Normalise per feature (last axis) over all other axes:
+    y = gamma * (x - mean) / sqrt(var + eps) + beta, statistics and arithmetic in float32,
+    y in x's dtype.
 
     Train: normalises with this mini-batch's mean and biased variance, and returns the batch's
     mean and UNBIASED variance (m/(m-1) times the biased one, m = values per feature) as the new
-    state, so the caller decides what to do with them (population statistics or an EMA).
+    state, so the caller decides what to do with them (population statistics or an EMA). The
+    statistics and gradients come from ``cpu_batch_norm.batch_norm_train`` (the same formula,
+    with a closed-form backward), or are the batch's ``statistics`` (mean, biased variance)
+    when the caller has them (``conv2d_statistics``).
     Test: uses ``state`` (population statistics) and returns it unchanged.
     """
-    if train:
-        m = x.size // x.shape[-1]
-        y, mean, var = _batch_norm_train(x, params["gamma"], params["beta"], eps)
-        return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}
-    scale = params["gamma"] * lax.rsqrt(state["var"] + eps)
-    return (x - state["mean"]) * scale + params["beta"], state
+    if not train:
+        scale = params["gamma"] * lax.rsqrt(state["var"] + eps)
+        return ((x - state["mean"]) * scale + params["beta"]).astype(x.dtype), state
+    if statistics is None:
+        y, mean, var = cpu_batch_norm.batch_norm_train(x, params["gamma"], params["beta"], eps)
+    else:
+        mean, var = statistics
+        scale = params["gamma"] * lax.rsqrt(var + eps)
+        y = cpu_batch_norm.feature_affine(x, scale, params["beta"] - mean * scale)
+    return y, _batch_state(x, mean, var)
 
 
-# XLA's CPU reductions are fast along a wide last axis but slow over many leading axes onto a
-# narrow one, so per-feature sums fold rows into the last axis first: [R, C] -> [R/k, k*C].
-_WIDE_ROW = 4096
+def batch_norm_max_pool(x, params, state, size: int, *, train: bool, eps: float = BN_EPSILON,
+                        statistics=None):
+    """max_pool(batch_norm(x), size), with batch_norm's new state.
+
+    In train mode the pooling comes first (normalisation is monotonic per feature: the same
+    values, a quarter of the backward pass's work at full size):
+    ``cpu_batch_norm.batch_norm_max_pool_train``, or ``affine_max_pool`` with the batch's
+    ``statistics`` when the caller has them.
+    """
+    if not train:
+        return max_pool(batch_norm(x, params, state, train=False, eps=eps)[0], size), state
+    gamma, beta = params["gamma"], params["beta"]
+    if statistics is None:
+        y, mean, var = cpu_batch_norm.batch_norm_max_pool_train(x, gamma, beta, eps, size)
+    else:
+        mean, var = statistics
+        scale = gamma * lax.rsqrt(var + eps)
+        y = cpu_batch_norm.affine_max_pool(x, scale, beta - mean * scale, size)
+    return y, _batch_state(x, mean, var)
 
 
-def feature_sum(x):
-    """Sum over all axes but the last."""
-    c = x.shape[-1]
-    rows = x.size // c
-    fold = math.gcd(rows, max(1, _WIDE_ROW // c))
-    if rows <= fold:
-        return jnp.sum(x.reshape(rows, c), axis=0)
-    partial_sums = jnp.sum(x.reshape(rows // fold, fold * c), axis=0)
-    return jnp.sum(partial_sums.reshape(fold, c), axis=0)
+def conv2d_statistics(x, w):
+    """The per-feature mean and biased variance of conv2d(x, w) over the batch, when they are
+    cheaper from the input than from the output (the im2col window: from the patches'
+    covariance, ``cpu_batch_norm.patch_conv_moments``); else None."""
+    kh, kw, c_in, _ = w.shape
+    if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
+        return cpu_batch_norm.patch_conv_moments(x, w.astype(x.dtype))
+    return None
 
 
-def _batch_moments(x):
-    """Per-feature mean and biased variance (two passes: no cancellation)."""
+def _batch_state(x, mean, var):
+    """The new BN state of a batch: its mean and unbiased variance (m/(m-1) x the biased)."""
     m = x.size // x.shape[-1]
-    mean = feature_sum(x) / m
-    return mean, feature_sum(jnp.square(x - mean)) / m
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm_train(x, gamma, beta, eps):
-    mean, var = _batch_moments(x)
-    return (x - mean) * (gamma * lax.rsqrt(var + eps)) + beta, mean, var
-
-
-def _batch_norm_train_fwd(x, gamma, beta, eps):
-    mean, var = _batch_moments(x)
-    inv_std = lax.rsqrt(var + eps)
-    return ((x - mean) * (gamma * inv_std) + beta, mean, var), (x, mean, inv_std, gamma)
-
-
-def _batch_norm_train_bwd(eps, residuals, cotangents):
-    # The usual closed form (two per-feature sums, then one elementwise pass), plus what flows
-    # back through the returned batch mean and variance.
-    x, mean, inv_std, gamma = residuals
-    g, g_mean, g_var = cotangents
-    m = x.size // x.shape[-1]
-    x_hat = (x - mean) * inv_std
-    d_beta = feature_sum(g)
-    d_gamma = feature_sum(g * x_hat)
-    dx = ((gamma * inv_std) * (g - (d_beta + x_hat * d_gamma) / m)
-          + (g_mean + 2.0 * g_var * x_hat / inv_std) / m)
-    return dx, d_gamma, d_beta
-
-
-_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+    return {"mean": mean, "var": var * (m / max(m - 1, 1))}
 
 
 def population_statistics(batch_states: list):

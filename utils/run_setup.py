@@ -114,5 +114,6 @@ def training_steps(config: dict, network: Network, info: dict):
                           cutmix=config["cutmix"])
     steps = Steps(network, optimizer, schedule, L1_reg=config["L1_reg"], L2_reg=config["L2_reg"],
                   bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"],
-                  objective=objective, views=online_test_views(config, info))
+                  objective=objective, views=online_test_views(config, info),
+                  dtype=config["dtype"])
     return optimizer, plateau, steps

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from utils import rna
+from utils import precision, rna
 from utils.losses import errors
 from utils.objective import Objective, data_cost, prepare_batch
 from utils.views import OnlineViews
@@ -42,11 +42,15 @@ def key_data(seed_or_key) -> jax.Array:
 
 
 class Steps:
+    """``dtype``: the compute dtype, float32 or bfloat16 (mixed precision, ``utils.precision``);
+    parameters, optimiser state and BN statistics are float32 either way."""
+
     def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,
                  bn_stats="population", bn_momentum=0.99, objective: Objective = Objective(),
-                 views: OnlineViews = OnlineViews()):
+                 views: OnlineViews = OnlineViews(), dtype="float32"):
         if bn_stats not in ("population", "ema"):
             raise ValueError(f"bn_stats must be 'population' or 'ema', got {bn_stats!r}")
+        self.dtype = precision.compute_dtype(dtype)
         self.network = network
         self.optimizer = optimizer
         self.schedule = schedule
@@ -78,7 +82,7 @@ class Steps:
 
         def cost_fn(params):
             logits, batch_states = self.network.apply(params, state.bn_state, x, train=True,
-                                                      key=key)
+                                                      key=key, dtype=self.dtype)
             nll = data_cost(self.objective, logits, labels, distribution)
             cost = nll + rna.l1_l2_penalty(params, self.L1_reg, self.L2_reg)
             return cost, (batch_states, nll, errors(logits, labels))
@@ -100,19 +104,21 @@ class Steps:
 
     def _eval_step(self, params, bn_state, x):
         self.traces["eval"] += 1
-        logits, _ = self.network.apply(params, bn_state, self.views.plain(x), train=False)
+        logits, _ = self.network.apply(params, bn_state, self.views.plain(x), train=False,
+                                        dtype=self.dtype)
         return logits
 
     def _eval_views_step(self, params, bn_state, x):
         """Logits of every online test-time view of each image: [B * n_views, classes]."""
         self.traces["eval_views"] += 1
-        logits, _ = self.network.apply(params, bn_state, self.views.all(x), train=False)
+        logits, _ = self.network.apply(params, bn_state, self.views.all(x), train=False,
+                                        dtype=self.dtype)
         return logits
 
     def _batch_stats(self, params, bn_state, x):
         self.traces["batch_stats"] += 1
         _, batch_states = self.network.apply(params, bn_state, self.views.plain(x), train=True,
-                                             key=None)
+                                             key=None, dtype=self.dtype)
         return batch_states
 
     # ---- host-side loops -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The networks A-D and mlp written again with other libraries, as the benchmark's peers.
 
-Only for ``utils.benchmark`` (and tests): the product's layers never use these libraries.
+Only for the benchmark (and tests): the product's layers never use these libraries.
 ``peer_spec`` reads the architecture a peer must reproduce from one of our networks, so both
 run the same layers in the same order (conv -> BN -> max-pool -> activation -> dropout, the
 same drop probabilities, the same FC part) and hold the same number of parameters.

@@ -1,6 +1,8 @@
 """The peer written the idiomatic flax.linen way: nn.Conv, nn.BatchNorm, nn.max_pool, nn.Dropout.
 
-Same layers, order and parameter count as ours (see ``utils.peers``); trained with optax SGD
+Mixed precision the flax way: the modules' ``dtype`` (computation) with float32 parameters.
+
+Same layers, order and parameter count as ours (see ``utils.benchmark.peers``); trained with optax SGD
 in one jitted step that donates its state, like ``utils.training.Steps``.
 """
 from __future__ import annotations
@@ -13,13 +15,14 @@ import jax.numpy as jnp
 import optax
 
 from convnets.networks import Conv, Pool, Residual
-from utils.peers import PeerSpec
+from utils.benchmark.peers import PeerSpec
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "linear": lambda z: z}
 
 
 class FlaxNet(nn.Module):
     spec: PeerSpec
+    dtype: Any = jnp.float32  # compute dtype (flax's mixed precision: parameters float32)
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -28,14 +31,15 @@ class FlaxNet(nn.Module):
 
         def linear_tail(z, pool, p_drop, activation=act):
             if spec.batch_norm:
-                z = nn.BatchNorm(use_running_average=not train, epsilon=1e-5)(z)
+                z = nn.BatchNorm(use_running_average=not train, epsilon=1e-5,
+                                 dtype=self.dtype)(z)
             if pool:
                 z = nn.max_pool(z, (pool, pool), strides=(pool, pool))
             return nn.Dropout(p_drop, deterministic=not train)(activation(z))
 
         def conv(z, filters, kernel=3):
             return nn.Conv(filters, (kernel, kernel), padding="SAME",
-                           use_bias=not spec.batch_norm)(z)
+                           use_bias=not spec.batch_norm, dtype=self.dtype)(z)
 
         items, drops, i = list(spec.architecture), iter(spec.conv_dropout), 0
         while i < len(items):
@@ -56,8 +60,9 @@ class FlaxNet(nn.Module):
             i += 1
         x = x.reshape(x.shape[0], -1)
         for width in spec.hidden:
-            x = linear_tail(nn.Dense(width, use_bias=not spec.batch_norm)(x), None, spec.p_drop)
-        return nn.Dense(spec.n_classes)(x)
+            x = linear_tail(nn.Dense(width, use_bias=not spec.batch_norm, dtype=self.dtype)(x),
+                            None, spec.p_drop)
+        return nn.Dense(spec.n_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class FlaxState(NamedTuple):
@@ -71,8 +76,9 @@ class FlaxState(NamedTuple):
 class FlaxSteps:
     """Compiled train (forward, backward, SGD update) and eval steps of the flax peer."""
 
-    def __init__(self, spec: PeerSpec, learning_rate: float = 0.1):
-        self.model = FlaxNet(spec)
+    def __init__(self, spec: PeerSpec, learning_rate: float = 0.1, dtype="float32"):
+        self.dtype = jnp.dtype(dtype)
+        self.model = FlaxNet(spec, self.dtype)
         self.optimizer = optax.sgd(learning_rate)
         self.train = jax.jit(self._train_step, donate_argnums=0)
         self.eval = jax.jit(self._eval_step)
@@ -90,7 +96,8 @@ class FlaxSteps:
 
         def cost_fn(params):
             logits, updates = self.model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                {"params": params, "batch_stats": state.batch_stats}, x.astype(self.dtype),
+                train=True,
                 rngs={"dropout": key}, mutable=["batch_stats"])
             cost = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
             return cost, updates.get("batch_stats", {})
@@ -102,5 +109,5 @@ class FlaxSteps:
                          key=state.key), cost
 
     def _eval_step(self, state: FlaxState, x):
-        return self.model.apply({"params": state.params, "batch_stats": state.batch_stats}, x,
-                                train=False)
+        return self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                x.astype(self.dtype), train=False)

@@ -2,7 +2,7 @@
 
 PyTorch is an optional extra (``pip install fer-jax[bench]``), never a runtime dependency:
 import this module only when ``torch`` is installed. Same layers, order and parameter count
-as ours (see ``utils.peers``); trained with torch.optim.SGD.
+as ours (see ``utils.benchmark.peers``); trained with torch.optim.SGD.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from convnets.networks import Conv, Pool, Residual
-from utils.peers import PeerSpec
+from utils.benchmark.peers import PeerSpec
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
 
@@ -84,13 +84,16 @@ class TorchSteps:
 
     ``channels_last``: NHWC activations (PyTorch's advice for conv nets on CPU, where its
     oneDNN kernels prefer them); the default is PyTorch's default NCHW. Inputs are given
-    NCHW either way (``input``).
+    NCHW either way (``input``). ``dtype="bfloat16"``: the forward pass under autocast.
     """
 
     def __init__(self, spec: PeerSpec, device: str = "cpu", learning_rate: float = 0.1,
-                 seed: int = 0, channels_last: bool = False):
+                 seed: int = 0, channels_last: bool = False, dtype: str = "float32"):
         torch.manual_seed(seed)
         self.device = torch.device(device)
+        # bfloat16: PyTorch's mixed precision, autocast (float32 parameters and optimiser).
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                       enabled=dtype == "bfloat16")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = torch_net(spec).to(self.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=learning_rate)
@@ -107,14 +110,15 @@ class TorchSteps:
     def train(self, x, y):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        cost = self.loss(self.model(x), y)
+        with self.autocast:
+            cost = self.loss(self.model(x).float(), y)
         cost.backward()
         self.optimizer.step()
         return cost
 
     def eval(self, x):
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast:
             return self.model(x)
 
     def synchronize(self):
