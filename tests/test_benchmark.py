@@ -37,6 +37,7 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     assert "| mlp | 8 | float32 |" in printed and "| mlp | 8 | bfloat16 |" in printed
     for result in report["results"]:
         check_network_result(result, peers)
+        check_augmented_step(result, printed)
 
     pipeline = report["input_pipeline"]
     assert pipeline["batches_per_epoch"] == 2 and pipeline["im_dim"] == [48, 48]
@@ -72,6 +73,18 @@ def check_network_result(result, peers):
     assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
 
 
+def check_augmented_step(result, printed):
+    """Our step with the default online augmentation, timed in the same rounds."""
+    assert result["augment"] == cli.DEFAULT_AUGMENT
+    plain, augmented = (result["implementations"][kind] for kind in ("ours", measure.AUGMENTED))
+    assert augmented["params"] == plain["params"] and augmented["train_img_s"] > 0
+    expected = 100 * (plain["train_img_s"] / augmented["train_img_s"] - 1)
+    assert result["augment_cost_pct"] == pytest.approx(expected)
+    assert (f"mlp @ 8 {result['dtype']}: online augmentation ({cli.DEFAULT_AUGMENT}) adds "
+            f"{result['augment_cost_pct']:.1f} % to the training step") in printed
+    assert f"| {measure.AUGMENTED} |" in printed
+
+
 def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
     monkeypatch.setattr(measure.importlib.util, "find_spec", lambda name: None)
     assert measure.available_peers(["torch"]) == {"torch": "torch is not installed"}
@@ -79,10 +92,16 @@ def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--batch-sizes", "0"],
                                   ["--peers", "jax"], ["--devices", "0"],
-                                  ["--dtypes", "float16"]])
-def test_bad_options_are_refused(argv):
+                                  ["--dtypes", "float16"], ["--augment", "flipp"],
+                                  ["--augment", "crop_to:40"]])
+def test_bad_options_are_refused(argv, capsys):
     with pytest.raises(SystemExit):
         cli.parse_args(argv)
+    if argv[0] == "--augment":  # one sentence naming the option and what to do
+        message = capsys.readouterr().err
+        assert "--augment" in message
+        assert ("did you mean 'flip'" in message if argv[1] == "flipp"
+                else "use crop:P" in message)
 
 
 def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():

@@ -11,7 +11,10 @@ from utils.benchmark.measure import (EVAL_BATCHES_PER_STEP, PEERS, available_pee
                                      measure_device_scaling, measure_network, measure_pipeline,
                                      add_derived_figures)
 from utils.benchmark.report import format_report
+from utils import online_augmentation
 from utils.precision import COMPUTE_DTYPES, bfloat16_cpu_note
+
+DEFAULT_AUGMENT = "rotate:10,scale:0.1,crop:4,flip,erase:0.25"
 
 
 def parse_args(argv=None):
@@ -31,6 +34,11 @@ def parse_args(argv=None):
                         help="peer implementations: flax.linen, PyTorch (NCHW, its default), "
                              "PyTorch with channels_last activations (default: all three; "
                              "none: --peers alone)")
+    parser.add_argument("--augment", default=DEFAULT_AUGMENT, metavar="SPEC",
+                        help="also time our training step with this online augmentation "
+                             "inside it (the launcher's augment= syntax; default "
+                             f"{DEFAULT_AUGMENT!r}, every part that keeps the image size; "
+                             "'' to skip)")
     parser.add_argument("--rounds", type=int, help="timing rounds (default 5; quick: 1)")
     parser.add_argument("--steps", type=int,
                         help="training steps per round (default 5; quick: 2); inference "
@@ -68,6 +76,14 @@ def parse_args(argv=None):
         parser.error("--devices counts must be at least 1")
     if any(b < 1 for b in args.batch_sizes) or any(d < 1 for d in args.im_dim):
         parser.error("batch sizes and image sizes must be positive")
+    if args.augment:
+        try:
+            augmentation = online_augmentation.parse(args.augment, "--augment")
+        except online_augmentation.AugmentError as error:
+            parser.error(str(error))
+        if augmentation.output_size(*args.im_dim) != tuple(args.im_dim):
+            parser.error(f"--augment {args.augment!r} changes the image size (crop_to); the "
+                         f"step with and without it must see the same size: use crop:P")
     return args
 
 
@@ -124,7 +140,8 @@ def _measure_networks(args, log) -> dict:
         for batch_size in args.batch_sizes:
             for dtype in args.dtypes:
                 result, seconds = measure_network(name, batch_size, dtype, args.im_dim, peers,
-                                                  args.rounds, args.steps, matmul_size, log)
+                                                  args.rounds, args.steps, matmul_size, log,
+                                                  augment=args.augment or None)
                 results.append(result)
                 peak_seconds[dtype] += seconds
     size = results[0]["matmul_size"]

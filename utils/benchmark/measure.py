@@ -9,6 +9,7 @@ import statistics
 from utils.benchmark.process import WorkerProcess
 
 PEERS = ("flax", "torch", "torch_cl")  # torch_cl: PyTorch with channels_last activations
+AUGMENTED = "ours+augment"  # our step with online augmentation inside it
 EVAL_BATCHES_PER_STEP = 3  # a round times this many inference batches per training step
 
 
@@ -40,17 +41,22 @@ def _round_figures(times: dict, steps: int, batch_size: int) -> dict:
 
 
 def measure_network(name: str, batch_size: int, dtype: str, im_dim, peers, rounds: int,
-                    steps: int, matmul_size: int | None, log) -> tuple[dict, list[float]]:
+                    steps: int, matmul_size: int | None, log,
+                    augment: str | None = None) -> tuple[dict, list[float]]:
     """One network at one batch size in one compute dtype: all implementations, interleaved
-    rounds; and the seconds of the matmul in that dtype, timed in the same rounds."""
+    rounds; and the seconds of the matmul in that dtype, timed in the same rounds. With
+    ``augment`` (an ``augment=`` spec), also our step with that online augmentation inside."""
     label = f"{name} @ {batch_size} {dtype}"
     config = {"network": name, "batch_size": batch_size, "dtype": dtype, "im_dim": list(im_dim),
               "matmul_size": matmul_size}
     result = {"network": name, "batch_size": batch_size, "dtype": dtype, "im_dim": list(im_dim),
-              "implementations": {}}
+              "augment": augment, "implementations": {}}
     workers: dict = {}
     try:
         _start_workers(label, config, peers, workers, result, log)
+        if augment:
+            log(f"  {label}: ours with augment={augment}: compiling")
+            workers[AUGMENTED] = WorkerProcess("ours", dict(config, augment=augment))
         times, peak_seconds = _timed_rounds(label, workers, result, rounds, steps, log)
         for kind, worker in workers.items():
             result["implementations"][kind] = {
@@ -191,3 +197,10 @@ def add_derived_figures(results: list[dict], peak_gflops: dict) -> None:
                 if key in ours and key in theirs:
                     ratios[f"{figure}_vs_{peer}"] = ours[key] / theirs[key]
         result["ratios"] = ratios
+        augmented = impls.get(AUGMENTED, {})
+        if "train_img_s" in augmented and "train_img_s" in ours:
+            # The step's extra time with augmentation, as a share of the step without it.
+            result["augment_cost_pct"] = 100.0 * (ours["train_img_s"] / augmented["train_img_s"]
+                                                  - 1.0)
+            result["augment_cost_pct_median"] = 100.0 * (
+                ours["train_img_s_median"] / augmented["train_img_s_median"] - 1.0)

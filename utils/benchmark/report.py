@@ -1,7 +1,7 @@
 """The benchmark's printed report: the table of figures, the ratios, pipeline and devices."""
 from __future__ import annotations
 
-from utils.benchmark.measure import PEERS
+from utils.benchmark.measure import AUGMENTED, PEERS
 
 
 def format_report(report: dict) -> str:
@@ -45,7 +45,7 @@ def _table_lines(results: list[dict]) -> list[str]:
                 f"{result.get('params', 0):,} | "
                 + (f"{flops['forward'] / 1e9:.3f} / {flops['train'] / 1e9:.3f}" if flops
                    else "-") + " |")
-        for kind in ("ours", *PEERS):
+        for kind in ("ours", AUGMENTED, *PEERS):
             figures = result["implementations"].get(kind)
             if figures is not None:
                 lines.append(f"{head} {kind} | {_figure_cells(figures)} |")
@@ -65,10 +65,18 @@ def _figure_cells(figures: dict) -> str:
 
 
 def _ratio_lines(results: list[dict]) -> list[str]:
-    return [f"{result['network']} @ {result['batch_size']} {result['dtype']}: ours / peer: "
-            + ", ".join(f"{key.replace('_vs_', ' vs ')} {value:.2f}x"
-                        for key, value in result["ratios"].items())
-            for result in results if result.get("ratios")]
+    lines = []
+    for result in results:
+        label = f"{result['network']} @ {result['batch_size']} {result['dtype']}"
+        if result.get("ratios"):
+            lines.append(f"{label}: ours / peer: " + ", ".join(
+                f"{key.replace('_vs_', ' vs ')} {value:.2f}x"
+                for key, value in result["ratios"].items()))
+        if "augment_cost_pct" in result:
+            lines.append(f"{label}: online augmentation ({result['augment']}) adds "
+                         f"{result['augment_cost_pct']:.1f} % to the training step "
+                         f"(medians: {result['augment_cost_pct_median']:.1f} %)")
+    return lines
 
 
 def _pipeline_lines(pipeline: dict | None) -> list[str]:

@@ -89,16 +89,19 @@ class OursWorker(_JaxWorker):
         import jax
         import jax.numpy as jnp
 
-        from utils import host_tuning
+        from utils import host_tuning, online_augmentation
         from utils.benchmark.flops import network_flops
         from utils.networks import get_network
+        from utils.objective import Objective
         from utils.optim import make_optimizer, make_schedule
         from utils.training import Steps
 
         self.jax = jax
         network = get_network(config["network"], im_dim=list(config["im_dim"]))
+        # With an augmentation spec: the launcher's online augmentation inside the same step.
+        objective = Objective(augmentation=online_augmentation.parse(config.get("augment")))
         self.steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1),
-                           dtype=config.get("dtype", "float32"))
+                           objective=objective, dtype=config.get("dtype", "float32"))
         self.state = self.steps.init_state(SEED, SEED + 1)
         x, y = _batch_arrays(config["batch_size"], config["im_dim"])
         if config.get("devices"):  # the launcher's data parallelism over this many devices
