@@ -51,8 +51,8 @@ BUGS = [
     Bug("dropout-keep-probability", "utils/rna.py", "keep = 1.0 - p", "keep = p",
         ("tests/test_rna.py",)),
     Bug("population-variance-unbiased-factor-dropped", "utils/rna.py",
-        'return y, {"mean": mean, "var": var * (m / max(m - 1, 1))}',
-        'return y, {"mean": mean, "var": var}', ("tests/test_rna.py",)),
+        'return {"mean": mean, "var": var * (m / max(m - 1, 1))}',
+        'return {"mean": mean, "var": var}', ("tests/test_rna.py",)),
     Bug("glorot-fan-out-not-pooled", "utils/rna.py",
         "return c_in * kernel * kernel, c_out * kernel * kernel / pool_area",
         "return c_in * kernel * kernel, c_out * kernel * kernel", ("tests/test_rna.py",)),
@@ -77,6 +77,35 @@ BUGS = [
     Bug("l2-penalises-biases", "utils/rna.py",
         'return [leaf for path, leaf in leaves if getattr(path[-1], "key", None) == "w"]',
         'return [leaf for path, leaf in leaves]', ("tests/test_rna.py",)),
+    # The CPU fast paths beside the thesis math
+    Bug("patch-moments-unbiased-covariance", "utils/cpu_batch_norm.py",
+        "covariance = jnp.matmul(centred.T, centred) / m",
+        "covariance = jnp.matmul(centred.T, centred) / (m - 1)", ("tests/test_rna_kernels.py",)),
+    # Online augmentation, targets, test views
+    Bug("augment-flips-upside-down", "utils/online_augmentation.py", "return x[:, :, ::-1, :]",
+        "return x[:, ::-1, :, :]", ("tests/test_online_augmentation.py",)),
+    Bug("erase-probability-inverted", "utils/online_augmentation.py",
+        "applied = jax.random.uniform(k_apply, (n,)) < probability",
+        "applied = jax.random.uniform(k_apply, (n,)) > probability",
+        ("tests/test_online_augmentation.py",)),
+    Bug("label-smoothing-keeps-the-full-target", "utils/losses.py",
+        "return (1.0 - smoothing) * targets + smoothing / targets.shape[-1]",
+        "return targets + smoothing / targets.shape[-1]", ("tests/test_objective.py",)),
+    Bug("ten-crop-corner-off-by-one", "utils/views.py",
+        "corners = ((0, 0), (0, margin_w), (margin_h, 0), (margin_h, margin_w))",
+        "corners = ((0, 0), (0, margin_w), (margin_h, 0), (margin_h - 1, margin_w))",
+        ("tests/test_online_augmentation.py",)),
+    # FER+ labels
+    Bug("ferplus-majority-accepts-a-tie", "loaders/ferplus.py",
+        "has_majority = counts[rows, top] > 0.5 * counts.sum(axis=1)",
+        "has_majority = counts[rows, top] >= 0.5 * counts.sum(axis=1)",
+        ("tests/test_loaders_ferplus.py",)),
+    # Nothing lost
+    Bug("registry-appends-without-the-lock", "utils/registry.py",
+        "    with exclusive_lock(lock_path(path)):", "    if True:", ("tests/test_registry.py",)),
+    Bug("checksum-not-verified", "utils/model_io.py",
+        "        raise DamagedFile(path)  # checked before a byte of the contents is believed",
+        "        pass", ("tests/test_reliability.py",)),
 ]
 
 

@@ -78,13 +78,14 @@ def test_affine_warp_matches_cv2_warp_affine(angle, zoom, shift):
     assert np.abs(got - want)[inner].max() < 2e-2
 
 
-def test_erasing_covers_the_requested_fraction_on_average():
+@pytest.mark.parametrize("probability", [0.25, 0.5])  # 0.5 alone cannot tell p from 1 - p
+def test_erasing_covers_the_requested_fraction_on_average(probability):
     x = np.ones((4000, 16, 16, 1), np.float32)
-    out = np.asarray(oa.erase(jnp.asarray(x), jax.random.key(3), 0.5))
+    out = np.asarray(oa.erase(jnp.asarray(x), jax.random.key(3), probability))
     covered = (out == 0).mean(axis=(1, 2, 3))
     erased = covered > 0
-    assert abs(erased.mean() - 0.5) < 0.03  # the probability
-    expected = 0.5 * np.mean(oa.ERASE_AREA)  # probability x mean area fraction
+    assert abs(erased.mean() - probability) < 0.03  # the probability
+    expected = probability * np.mean(oa.ERASE_AREA)  # probability x mean area fraction
     assert abs(covered.mean() - expected) < 0.08 * expected
     assert covered[erased].min() >= 1 / 256 and covered.max() <= oa.ERASE_AREA[1] * 1.3
     # Every erased region is one rectangle.

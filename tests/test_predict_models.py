@@ -30,7 +30,7 @@ def test_an_ensemble_averages_its_models_softmax_outputs(sample, model, tmp_path
     np.testing.assert_allclose(probabilities_of(rows), expected, atol=1e-6)
     assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
     assert printed.startswith(f"ensemble of 2 models, probabilities averaged: model "
-                              f"{DEFAULT_MODEL} (network S")
+                              f"{DEFAULT_MODEL} (network {model.network.name}")
     single = load_models([DEFAULT_MODEL])
     np.testing.assert_array_equal(single.probabilities(faces, True),
                                   model.probabilities(faces, True))
