@@ -70,11 +70,32 @@ def test_collage_command_finds_classifies_and_draws_every_face(sample, model, tm
 
 def test_plain_and_augmented_outputs_follow_the_models_test_views(sample, model):
     faces = sample.images[list(COLLAGE_FACES)]
-    plain = np.asarray(model.network_outputs(scale_pixels(faces)))
-    mirrored = np.asarray(model.network_outputs(scale_pixels(faces[:, :, ::-1])))
+    plain = np.asarray(model.network_outputs(scale_pixels(faces)))  # the centre window
     np.testing.assert_allclose(model.logits(faces, augment=False), plain, atol=1e-5)
-    np.testing.assert_allclose(model.logits(faces, augment=True), (plain + mirrored) / 2,
-                               atol=1e-5)
+    views = numpy_test_views(model, faces)
+    assert len(views) == model.online.n_views * (2 if model.variant.name == "mirror" else 1)
+    expected = np.mean([np.asarray(model.network_outputs(scale_pixels(view)))
+                        for view in views], axis=0)
+    np.testing.assert_allclose(model.logits(faces, augment=True), expected, atol=1e-5)
+
+
+def numpy_test_views(model, faces):
+    """The model's test views cut by NumPy: its variant's versions (the image, and its mirror
+    for the mirror variant), each in the centre window and, for a model trained on crop_to
+    windows, the four corner ones, each followed by its mirror when it trained with flips."""
+    online = model.online
+    assert online.pad == 0, "this reference covers crop_to windows, not padded crops"
+    size = online.size or faces.shape[1]
+    margin = faces.shape[1] - size
+    offsets = [(margin // 2, margin // 2)] + (
+        [(0, 0), (0, margin), (margin, 0), (margin, margin)] if online.size else [])
+    versions = [faces] + ([faces[:, :, ::-1]] if model.variant.name == "mirror" else [])
+    views = []
+    for version in versions:
+        for top, left in offsets:
+            window = version[:, top:top + size, left:left + size]
+            views += [window] + ([window[:, :, ::-1]] if online.flip else [])
+    return views
 
 
 def test_no_detect_takes_each_image_as_one_face(sample, model, tmp_path, capsys):
@@ -223,7 +244,11 @@ def test_unusable_models_are_clear_errors(tmp_path, capsys, sample):
         assert code == 2 and printed == "" and not (tmp_path / "out").exists()
         return error
 
-    other_network = resaved_model(tmp_path, lambda h: h["config"].update(network="A"))
+    def as_network_a(header):  # A's name and its four conv layers' dropout
+        header["config"].update(network="A", p_dropConv=[0.0] * 4)
+        header["network_options"].update(p_dropConv=[0.0] * 4)
+
+    other_network = resaved_model(tmp_path, as_network_a)
     assert refused(other_network) == (
         f"error: {other_network}: params['0']['beta'] has shape (32,) but the network expects "
         f"(64,): a different architecture or configuration\n")

@@ -51,7 +51,9 @@ def test_the_command_finds_one_face_in_each_photo_and_the_astronaut_happy(tmp_pa
         assert iou(box, HAND_MARKED[name]) >= 0.5  # the FER square around the face
     assert rows[0]["source"] == "camera.png"
     astronaut = read_rows(tmp_path / "astronaut.png" / "faces.csv")[0]
-    assert astronaut["label"] == "happy" and float(astronaut["probability"]) > 0.95
+    # Clearly happy: the default model trained with label smoothing 0.1, which keeps its top
+    # probability near 0.9 + 0.1 / 7 at most, so "clearly" is well above every other class.
+    assert astronaut["label"] == "happy" and float(astronaut["probability"]) > 0.8
 
 
 def test_large_images_are_scaled_down_for_detection_and_boxes_scaled_back():
