@@ -19,7 +19,8 @@ RECIPES: dict[str, dict] = {
     # The main job: the whole methodology on the built-in (extended) sample within a few
     # minutes on 2 CPU cores, learning visibly: the small network S with light dropout, Adam,
     # online shifts of up to 4 pixels (the offline mirror variant gives the flips), 8 + 3
-    # epochs. Measured: test error 49.6 % (47.1 % augmented) on the sample's 280 test images.
+    # epochs. Measured from a fresh clone: test error 53.93 % (52.14 % augmented) on the
+    # sample's 280 test images, train cost down to 1.18, 1 min 51 s in all.
     SAMPLE_RECIPE: {"network": "S", "optimizer": "adam", "learning_rate": 0.002,
                     "n_hidden": [256], "p_drop": 0.3, "p_dropConv": [0.0, 0.0, 0.1, 0.2],
                     "augment": "crop:4", "n_epochs": 8, "anneal_epochs": 3},
