@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import shutil
 import signal
 import subprocess
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from flax import serialization
 from launcher_support import PROJECT, quick_config, sabotage_train_step
 from test_resume import sample  # noqa: F401 - the module-scoped built-in sample fixture
 from test_resume import assert_same_run, command, environment, final_model
@@ -140,8 +143,23 @@ def test_damaged_models_are_refused_by_every_loader_and_kept(sample, tmp_path, c
 def test_a_file_without_a_checksum_is_still_read_and_one_that_lost_it_is_refused(tmp_path):
     shipped = PROJECT / "trained_models" / "default" / "model.msgpack"
     before = shipped.read_bytes()
-    assert model_io.load_model(shipped).network.name == "S"  # format version 1
-    assert shipped.read_bytes() == before
+    header, trees = model_io.load(shipped, model_io.MODEL_FORMAT)
+    assert shipped.read_bytes() == before  # reading never rewrites
+    # The same model as format version 1 wrote it: header and trees in the top-level map.
+    version_1 = tmp_path / "version1.msgpack"
+    version_1.write_bytes(serialization.msgpack_serialize(
+        {"format": model_io.MODEL_FORMAT, "format_version": 1,
+         "header": json.dumps(header), **trees}))
+    loaded = model_io.load_model(version_1)
+    assert loaded.network.name == header["network"]
+    def by_name(tree):
+        leaves = jax.tree_util.tree_flatten_with_path(serialization.to_state_dict(tree))[0]
+        return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+    read, saved = by_name(loaded.params), by_name(trees["params"])
+    assert read.keys() == saved.keys()
+    for name, value in saved.items():
+        np.testing.assert_array_equal(read[name], value)
     path = tmp_path / "model.msgpack"
     model_io.save(path, model_io.MODEL_FORMAT, {"config": {}}, {"params": {"w": np.ones(3)}})
     header, trees = model_io.load(path, model_io.MODEL_FORMAT)

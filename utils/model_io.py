@@ -10,7 +10,7 @@ Format version 2 (written since checksums came in): a msgpack map of ``format``,
 trees. The checksum covers the format, the version and the contents' bytes as stored, and is
 checked on every load before the contents are unpacked, so a damaged file is refused, never
 used, and the check does not depend on msgpack re-encoding anything the same way. Version 1
-files (header and trees in the top-level map, no checksum, e.g. the shipped default model)
+files (header and trees in the top-level map, no checksum: every model saved before then)
 are still read as they always were.
 """
 from __future__ import annotations
