@@ -64,7 +64,11 @@ def parse_args(argv=None):
     parser.add_argument("--host-tuning", choices=("on", "off"), default="on",
                         help="the product's process settings (utils.host_tuning) in the "
                              "workers (default: on)")
-    args = parser.parse_args(argv)
+    return _checked(parser, parser.parse_args(argv))
+
+
+def _checked(parser, args):
+    """The parsed options with their quick-mode defaults, or the parser's one-line refusal."""
     if args.rounds is None:
         args.rounds = 1 if args.quick else 5
     if args.steps is None:
@@ -77,14 +81,19 @@ def parse_args(argv=None):
     if any(b < 1 for b in args.batch_sizes) or any(d < 1 for d in args.im_dim):
         parser.error("batch sizes and image sizes must be positive")
     if args.augment:
-        try:
-            augmentation = online_augmentation.parse(args.augment, "--augment")
-        except online_augmentation.AugmentError as error:
-            parser.error(str(error))
-        if augmentation.output_size(*args.im_dim) != tuple(args.im_dim):
-            parser.error(f"--augment {args.augment!r} changes the image size (crop_to); the "
-                         f"step with and without it must see the same size: use crop:P")
+        _check_augment(parser, args.augment, tuple(args.im_dim))
     return args
+
+
+def _check_augment(parser, spec: str, im_dim: tuple) -> None:
+    """--augment must parse and keep the image size: the step is timed with and without it."""
+    try:
+        augmentation = online_augmentation.parse(spec, "--augment")
+    except online_augmentation.AugmentError as error:
+        parser.error(str(error))
+    if augmentation.output_size(*im_dim) != im_dim:
+        parser.error(f"--augment {spec!r} changes the image size (crop_to); the step with and "
+                     f"without it must see the same size: use crop:P")
 
 
 def run(args, log=print) -> dict:
