@@ -59,22 +59,41 @@ def _step_memory(compiled) -> int | None:
 
 
 class _JaxWorker:
-    """What ours and the flax peer share: timing of donated train steps and eval batches."""
+    """What ours and the flax peer share: timing of donated train steps and eval batches.
+    A subclass sets jax, train_fn (state, x, y) -> (state, output), eval_fn, state, x, y and
+    says what eval_fn takes (``_eval_args``)."""
 
-    def _finish_setup(self, train_args, eval_args):
+    def _eval_args(self) -> tuple:
+        raise NotImplementedError
+
+    def _finish_setup(self):
         import jax
 
         started = time.perf_counter()
-        compiled = self.train_fn.lower(*train_args).compile()
+        compiled = self.train_fn.lower(self.state, self.x, self.y).compile()
         self.compile_s = time.perf_counter() - started
         started = time.perf_counter()
-        compiled_eval = self.eval_fn.lower(*eval_args).compile()
+        compiled_eval = self.eval_fn.lower(*self._eval_args()).compile()
         self.eval_compile_s = time.perf_counter() - started
         self.memory = {"train_step_bytes": _step_memory(compiled),
                        "eval_step_bytes": _step_memory(compiled_eval)}
         self.train(1)
         self.eval(1)
         self.device = jax.devices()[0]
+
+    def train(self, n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            self.state, output = self.train_fn(self.state, self.x, self.y)
+        self.jax.block_until_ready((self.state, output))
+        return time.perf_counter() - started
+
+    def eval(self, n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            logits = self.eval_fn(*self._eval_args())
+        logits.block_until_ready()
+        return time.perf_counter() - started
 
     def memory_report(self, _=None) -> dict:
         report = dict(self.memory, process_peak_rss_bytes=_peak_rss_bytes())
@@ -114,8 +133,7 @@ class OursWorker(_JaxWorker):
         else:
             self.x, self.y = jax.device_put(x), jax.device_put(y)
         self.train_fn, self.eval_fn = self.steps.train, self.steps.eval
-        self._finish_setup((self.state, self.x, self.y),
-                           (self.state.params, self.state.bn_state, self.x))
+        self._finish_setup()
         flops = network_flops(network)
         platform_name = "cpu" if self.device.platform == "cpu" else "gpu"
         size = config.get("matmul_size") or MATMUL_SIZE[platform_name]
@@ -130,19 +148,8 @@ class OursWorker(_JaxWorker):
                      "device": _device_report(), "matmul_size": size,
                      "host_tuning": host_tuning.applied()}
 
-    def train(self, n: int) -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            self.state, metrics = self.train_fn(self.state, self.x, self.y)
-        self.jax.block_until_ready((self.state, metrics))
-        return time.perf_counter() - started
-
-    def eval(self, n: int) -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            logits = self.eval_fn(self.state.params, self.state.bn_state, self.x)
-        logits.block_until_ready()
-        return time.perf_counter() - started
+    def _eval_args(self) -> tuple:
+        return self.state.params, self.state.bn_state, self.x
 
     def matmul(self, repeats: int) -> float:
         """Best seconds of one float32 size^3 product over ``repeats`` tries."""
@@ -169,24 +176,13 @@ class FlaxWorker(_JaxWorker):
         self.x, self.y = jax.device_put(x), jax.device_put(y)
         self.state = self.steps.init_state(SEED, x.shape)
         self.train_fn, self.eval_fn = self.steps.train, self.steps.eval
-        self._finish_setup((self.state, self.x, self.y), (self.state, self.x))
+        self._finish_setup()
         self.info = {"params": sum(leaf.size for leaf in jax.tree_util.tree_leaves(
             self.state.params)), "compile_s": self.compile_s,
             "eval_compile_s": self.eval_compile_s}
 
-    def train(self, n: int) -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            self.state, cost = self.train_fn(self.state, self.x, self.y)
-        self.jax.block_until_ready((self.state, cost))
-        return time.perf_counter() - started
-
-    def eval(self, n: int) -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            logits = self.eval_fn(self.state, self.x)
-        logits.block_until_ready()
-        return time.perf_counter() - started
+    def _eval_args(self) -> tuple:
+        return self.state, self.x
 
 
 class TorchWorker:
