@@ -124,3 +124,14 @@ def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():
     assert classes["convolutions"] == pytest.approx(convs)
     assert "| op class | ms | % of the step |" in breakdown.format_breakdown(
         "tiny", 8, "float32", result)
+
+
+def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):
+    from utils.benchmark import breakdown
+
+    with pytest.raises(SystemExit):
+        breakdown.main(["Q"])
+    # The valid names: the built-in ones, then any a test module registered.
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "python -m utils.benchmark.breakdown: error: unknown network 'Q'; valid: A, B, C, D, "
+        "S, V, mlp")

@@ -17,6 +17,8 @@ import sys
 import time
 from collections import defaultdict
 
+from utils.precision import COMPUTE_DTYPES
+
 
 def layer_pieces(network, batch_size: int, dtype) -> list[tuple[str, str, object, tuple]]:
     """(layer name, op class, function, arguments) for every timed piece of each layer."""
@@ -66,8 +68,8 @@ def _layer_kind(params) -> str | None:
 
 def measure(network_name: str, batch_size: int, dtype: str, rounds: int) -> dict:
     import jax
-    import numpy as np
 
+    from utils.benchmark.workers import batch_arrays
     from utils.networks import get_network
     from utils.optim import make_optimizer, make_schedule
     from utils.precision import compute_dtype
@@ -77,9 +79,7 @@ def measure(network_name: str, batch_size: int, dtype: str, rounds: int) -> dict
     pieces = layer_pieces(network, batch_size, compute_dtype(dtype))
     steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1),
                   dtype=dtype)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size, *network.input_shape), np.float32)
-    y = rng.integers(0, 7, batch_size).astype(np.int32)
+    x, y = batch_arrays(batch_size, network.input_shape[:2])
     pieces.append(("network", "whole training step", steps._train_step,
                    (steps.init_state(0, 1), x, y)))
     compiled = [jax.jit(function) for _, _, function, _ in pieces]
@@ -130,12 +130,18 @@ def main(argv=None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("network", help="a network name (A, S, V, ...)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     from utils import host_tuning
 
     host_tuning.apply()
+    from utils.networks import get_network
+
+    try:
+        get_network(args.network)
+    except ValueError as error:  # an unknown name: one sentence with the valid ones
+        parser.error(str(error))
     result = measure(args.network, args.batch_size, args.dtype, args.rounds)
     print(format_breakdown(args.network, args.batch_size, args.dtype, result))
     return 0

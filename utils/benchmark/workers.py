@@ -11,7 +11,7 @@ SEED = 0
 MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}
 
 
-def _batch_arrays(batch_size: int, im_dim):
+def batch_arrays(batch_size: int, im_dim):
     """The benchmark's data: the same images and labels for every implementation."""
     import numpy as np
 
@@ -122,7 +122,7 @@ class OursWorker(_JaxWorker):
         self.steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1),
                            objective=objective, dtype=config.get("dtype", "float32"))
         self.state = self.steps.init_state(SEED, SEED + 1)
-        x, y = _batch_arrays(config["batch_size"], config["im_dim"])
+        x, y = batch_arrays(config["batch_size"], config["im_dim"])
         if config.get("devices"):  # the launcher's data parallelism over this many devices
             from utils.parallel import data_parallel
 
@@ -172,7 +172,7 @@ class FlaxWorker(_JaxWorker):
         self.jax = jax
         spec = peer_spec(get_network(config["network"], im_dim=list(config["im_dim"])))
         self.steps = FlaxSteps(spec, dtype=config.get("dtype", "float32"))
-        x, y = _batch_arrays(config["batch_size"], config["im_dim"])
+        x, y = batch_arrays(config["batch_size"], config["im_dim"])
         self.x, self.y = jax.device_put(x), jax.device_put(y)
         self.state = self.steps.init_state(SEED, x.shape)
         self.train_fn, self.eval_fn = self.steps.train, self.steps.eval
@@ -198,7 +198,7 @@ class TorchWorker:
         self.steps = TorchSteps(spec, device=device, seed=SEED,
                                 channels_last=config["channels_last"],
                                 dtype=config.get("dtype", "float32"))
-        x, y = _batch_arrays(config["batch_size"], config["im_dim"])
+        x, y = batch_arrays(config["batch_size"], config["im_dim"])
         self.x = self.steps.input(x)
         self.y = torch.from_numpy(y).long().to(device)
         started = time.perf_counter()
