@@ -132,14 +132,19 @@ def conv2d(x, w):
     with its im2col patches, faster on CPU (``cpu_kernels.patch_conv``).
     """
     w = w.astype(x.dtype)
-    kh, kw, c_in, _ = w.shape
-    if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
+    if _is_patch_conv(w):
         return cpu_kernels.patch_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         preferred_element_type=precision.accumulation_dtype(x.dtype),
     ).astype(x.dtype)
+
+
+def _is_patch_conv(w) -> bool:
+    """Whether conv2d computes with w as one matrix product of im2col patches (small window)."""
+    kh, kw, c_in, _ = w.shape
+    return kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW
 
 
 def add_bias(x, b):
@@ -232,8 +237,7 @@ def batch_norm(x, params, state, *, train: bool, eps: float = BN_EPSILON, statis
         y, mean, var = cpu_batch_norm.batch_norm_train(x, params["gamma"], params["beta"], eps)
     else:
         mean, var = statistics
-        scale = params["gamma"] * lax.rsqrt(var + eps)
-        y = cpu_batch_norm.feature_affine(x, scale, params["beta"] - mean * scale)
+        y = cpu_batch_norm.feature_affine(x, *_normalising_affine(params, mean, var, eps))
     return y, _batch_state(x, mean, var)
 
 
@@ -248,22 +252,26 @@ def batch_norm_max_pool(x, params, state, size: int, *, train: bool, eps: float 
     """
     if not train:
         return max_pool(batch_norm(x, params, state, train=False, eps=eps)[0], size), state
-    gamma, beta = params["gamma"], params["beta"]
     if statistics is None:
-        y, mean, var = cpu_batch_norm.batch_norm_max_pool_train(x, gamma, beta, eps, size)
+        y, mean, var = cpu_batch_norm.batch_norm_max_pool_train(x, params["gamma"],
+                                                                params["beta"], eps, size)
     else:
         mean, var = statistics
-        scale = gamma * lax.rsqrt(var + eps)
-        y = cpu_batch_norm.affine_max_pool(x, scale, beta - mean * scale, size)
+        y = cpu_batch_norm.affine_max_pool(x, *_normalising_affine(params, mean, var, eps), size)
     return y, _batch_state(x, mean, var)
+
+
+def _normalising_affine(params, mean, var, eps):
+    """(scale, shift) with batch norm = x * scale + shift per feature, for given statistics."""
+    scale = params["gamma"] * lax.rsqrt(var + eps)
+    return scale, params["beta"] - mean * scale
 
 
 def conv2d_statistics(x, w):
     """The per-feature mean and biased variance of conv2d(x, w) over the batch, when they are
     cheaper from the input than from the output (the im2col window: from the patches'
     covariance, ``cpu_batch_norm.patch_conv_moments``); else None."""
-    kh, kw, c_in, _ = w.shape
-    if kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW:
+    if _is_patch_conv(w):
         return cpu_batch_norm.patch_conv_moments(x, w.astype(x.dtype))
     return None
 
