@@ -6,7 +6,7 @@ replaces (``tests/test_rna_kernels.py``): bit for bit where only the organisatio
 (dropout masks, noise, max-pooling and its gradient routing, the ReLUs), within float rounding
 where sums are reordered (batch norm, the patch conv).
 
-The ReLUs and max-pooling define their own gradients with
+The ReLUs, max-pooling and the patch conv define their own gradients with
 ``jax.custom_vjp``: they differentiate in reverse mode (jax.grad, jax.vjp, what training
 uses), not in forward mode (jax.jvp).
 """
@@ -86,7 +86,8 @@ leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 
 
 # --------------------------------------------------------------------------------------------
-# Convolution with a small window: one matrix product with its im2col patches
+# Convolution with a small window: its taps summed in one fused pass at inference, one matrix
+# product with its im2col patches in training
 # --------------------------------------------------------------------------------------------
 # A conv whose window holds at most this many values (taps x input channels: the 3x3 conv on
 # the grayscale input) takes the patch path: XLA's CPU conv kernels are slowest on a single
@@ -95,14 +96,46 @@ leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 PATCH_CONV_MAX_WINDOW = 16
 
 
+@jax.custom_vjp
 def patch_conv(x, w):
-    """'same' cross-correlation of NHWC x with HWIO w as im2col patches @ w (summed in
-    float32, returned in x's dtype)."""
+    """'same' cross-correlation of NHWC x with HWIO w, summed in float32, in x's dtype.
+
+    Two forms of the same sum. Not differentiated (inference, evaluation): the window's taps
+    times their weights, summed elementwise, one loop that XLA fuses with the batch norm and
+    pooling after it (S's first layer at batch 128: 1.3 ms, against 5.8 ms for the im2col
+    matrix product with YNNPACK's matmul and 3.7 ms with the classic one). Differentiated
+    (training): the im2col matrix product, whose gradient is the patches' product with the
+    output gradient, and which keeps training's results as they were, bit for bit."""
+    kh, kw, c_in, c_out = w.shape
+    acc = accumulation_dtype(x.dtype)
+    weights = w.astype(acc).reshape(kh * kw, c_in, c_out)
+    y = None
+    for k, tap in enumerate(_same_taps(x.astype(acc), kh, kw)):
+        for c in range(c_in):
+            term = tap[..., c:c + 1] * weights[k, c]
+            y = term if y is None else y + term
+    return y.astype(x.dtype)
+
+
+def _patch_matmul(x, w):
+    """The same conv as im2col patches @ w (summed in float32, returned in x's dtype)."""
     kh, kw, c_in, c_out = w.shape
     n, h, width, _ = x.shape
     y = jnp.matmul(patches(x, kh, kw), w.reshape(kh * kw * c_in, c_out),
                    preferred_element_type=accumulation_dtype(x.dtype))
     return y.astype(x.dtype).reshape(n, h, width, c_out)
+
+
+def _patch_conv_fwd(x, w):
+    return _patch_matmul(x, w), (x, w)
+
+
+def _patch_conv_bwd(residuals, g):
+    x, w = residuals
+    return jax.vjp(_patch_matmul, x, w)[1](g)
+
+
+patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd)
 
 
 def patches(x, kh: int, kw: int):
