@@ -31,8 +31,11 @@ def network_flops(network) -> FlopCount:
     """FLOPs per image of ``network`` (a ``utils.networks.Network``) at its input size."""
     params, state = jax.eval_shape(network.init, jax.random.key(0))
     image = jax.ShapeDtypeStruct((1, *network.input_shape), jnp.float32)
-    closed = jax.make_jaxpr(
-        lambda p, s, x: network.apply(p, s, x, train=False)[0])(params, state, image)
+    # Traced as the forward of a gradient (jax.vjp's primal output): layers with two forms of
+    # the same sum (``cpu_kernels.patch_conv``: summed taps at inference, the im2col product
+    # when differentiated) show their product, which is the one counted.
+    closed = jax.make_jaxpr(lambda p, s, x: jax.vjp(
+        lambda q: network.apply(q, s, x, train=False)[0], p)[0])(params, state, image)
     n_params = len(jax.tree_util.tree_leaves(params))
     n_state = len(jax.tree_util.tree_leaves(state))
     depends = [True] * n_params + [False] * (n_state + 1)
