@@ -131,6 +131,8 @@ def _patch_conv_fwd(x, w):
 
 
 def _patch_conv_bwd(residuals, g):
+    # jax.vjp traces the product again; its output is unused and XLA drops it (the compiled
+    # gradient holds two products: the forward's and the weights' gradient).
     x, w = residuals
     return jax.vjp(_patch_matmul, x, w)[1](g)
 

@@ -128,8 +128,9 @@ def conv2d(x, w):
 
     y[n, i, j, o] = sum over (a, b, c) of x[n, i + a - top, j + b - left, c] * w[a, b, c, o],
     zero outside the image, computed in x's dtype (the network's compute dtype) and summed
-    in float32. A small window (the 3x3 conv on the grayscale input) is one matrix product
-    with its im2col patches, faster on CPU (``cpu_kernels.patch_conv``).
+    in float32. A small window (the 3x3 conv on the grayscale input) takes a faster form on
+    CPU (``cpu_kernels.patch_conv``: its taps summed at inference, one matrix product with
+    its im2col patches in training).
     """
     w = w.astype(x.dtype)
     if _is_patch_conv(w):
@@ -142,7 +143,7 @@ def conv2d(x, w):
 
 
 def _is_patch_conv(w) -> bool:
-    """Whether conv2d computes with w as one matrix product of im2col patches (small window)."""
+    """Whether conv2d takes the small-window path (``cpu_kernels.patch_conv``) for w."""
     kh, kw, c_in, _ = w.shape
     return kh * kw * c_in <= cpu_kernels.PATCH_CONV_MAX_WINDOW
 
