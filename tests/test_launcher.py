@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 
@@ -109,6 +110,8 @@ def test_the_built_in_sample_runs_fewer_epochs_unless_told_otherwise():
     ({"lr_schedule": "cosin"}, r"got 'cosin' \(did you mean 'cosine'\?\)"),
     ({"recipe": "thesys"}, r"recipe must be one of .* got 'thesys' \(did you mean 'thesis'\?\)"),
     ({"augment": "crop:-1"}, r"augment: crop must be a whole number of padding pixels"),
+    ({"ema_decay": 1.0}, r"ema_decay must be a number in \[0, 1\), got 1.0"),
+    ({"ema_decay": 0.999, "bn_stats": "ema"}, r"ema_decay=0.999 needs bn_stats='population'"),
 ])
 def test_impossible_keywords_are_refused(keywords, message):
     with pytest.raises(KeywordError, match=message):
@@ -375,3 +378,27 @@ def test_crop_to_trains_on_windows_and_tests_on_the_ten_crop(tmp_path, sample):
     plain = np.asarray(net.apply(params, bn_state, jnp.asarray(
         x_test.astype(np.float32)[:, 2:46, 2:46, None] / 255), train=False)[0])
     assert results["test_error"] == pytest.approx(np.mean(plain.argmax(1) != y_test))
+
+
+def test_with_ema_decay_the_model_validated_tested_and_saved_is_the_moving_average(tmp_path,
+                                                                                    sample):
+    experiment = run.Experiment(resolve(quick_config(tmp_path, sample, ema_decay=0.9)))
+    results = experiment.run()
+    net, params, bn_state, header = model_io.load_model(tmp_path / "run")
+    state = experiment.state
+    for saved, average, raw in zip(*map(jax.tree_util.tree_leaves,
+                                        (params, state.ema_params, state.params))):
+        np.testing.assert_array_equal(saved, np.asarray(average))
+        assert not np.array_equal(saved, np.asarray(raw))  # not the last step's weights
+    # The saved BN statistics are the average's own, over the batches the final test reads
+    # (data epoch STATS_EPOCH_OFFSET + STATS_EPOCH_OFFSET, bn_batches=3 of them).
+    loader = experiment.loader("train", training=True)
+    stats = experiment.steps.population_statistics(
+        state.ema_params, bn_state,
+        itertools.islice(loader.batches(2 * run_setup.STATS_EPOCH_OFFSET), 3))
+    for got, want in zip(*map(jax.tree_util.tree_leaves, (bn_state, stats))):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)
+    x_test, y_test = read_split(header["config"]["dataset"], "test")
+    logits = net.apply(params, bn_state, jnp.asarray(x_test[..., None] / 255, jnp.float32),
+                       train=False)[0]
+    assert results["test_error"] == pytest.approx(np.mean(np.argmax(logits, 1) != y_test))

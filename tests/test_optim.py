@@ -145,3 +145,26 @@ def test_adam_with_weight_decay_is_adamw(batch):
     for got, expected in zip(jax.tree_util.tree_leaves(after.params),
                              jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_moving_average_of_the_weights_follows_its_recurrence_and_leaves_training_alone(batch):
+    net = get_network("tiny", im_dim=[16, 16], n_hidden=[8], p_dropConv=[0.0], p_drop=0.0)
+    make = lambda ema: Steps(net, make_optimizer("momentum", 0.05),
+                             make_schedule("constant", 0.05), ema_decay=ema)
+    averaged, plain = make(0.25), make(0.0)
+    state, reference = averaged.init_state(0, 1), plain.init_state(0, 1)
+    assert reference.ema_params == () and plain.model_params(reference) is reference.params
+    ema = [np.array(w, np.float64) for w in jax.tree_util.tree_leaves(state.params)]
+    for t in range(4):  # d = min(0.25, (1 + t) / (10 + t)): 0.1, 2/11, 3/12, then the cap
+        state, _ = averaged.train(state, *batch)
+        reference, _ = plain.train(reference, *batch)
+        d = min(0.25, (1 + t) / (10 + t))
+        ema = [d * e + (1 - d) * np.asarray(w, np.float64)
+               for e, w in zip(ema, jax.tree_util.tree_leaves(state.params))]
+    for got, want in zip(jax.tree_util.tree_leaves(averaged.model_params(state)), ema):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-7)
+    for got, want in zip(jax.tree_util.tree_leaves(state.params),
+                         jax.tree_util.tree_leaves(reference.params)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # training unchanged
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\), got 1.0"):
+        make(1.0)

@@ -28,7 +28,7 @@ from loaders.sample import SAMPLE_CSV, ensure_sample_dataset
 from utils import experiment as run
 from utils import model_io, safe_files
 from utils.keywords import resolve
-from utils.run_folder import RunFolderError, check_same_dataset
+from utils.run_folder import RunFolderError, check_same_dataset, check_same_definition
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +205,14 @@ def test_a_checkpoint_without_the_datasets_identity_compares_its_path(tmp_path, 
     check_same_dataset(Path("ckpt"), None, {}, {"dataset": str(dataset)}, Path("d.h5"))
     with pytest.raises(RunFolderError, match=r"is not the dataset ckpt was trained on: path"):
         check_same_dataset(Path("ckpt"), None, {}, {"dataset": str(dataset)}, Path("e.h5"))
+
+
+def test_resume_refuses_changed_keywords_and_takes_new_ones_at_their_default():
+    saved = {"learning_rate": 0.1, "n_epochs": 3, "dataset": "a.h5"}  # older code: no ema_decay
+    check_same_definition(Path("ckpt"), saved, {**saved, "dataset": "b.h5", "ema_decay": 0.0})
+    with pytest.raises(RunFolderError, match=r"ckpt was saved by a run with different settings: "
+                                             r"ema_decay=0.0 \(now 0.999\), n_epochs=3 \(now 4\)"):
+        check_same_definition(Path("ckpt"), saved, {**saved, "n_epochs": 4, "ema_decay": 0.999})
 
 
 # ---- a full disk ----------------------------------------------------------------------------

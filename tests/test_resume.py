@@ -122,7 +122,8 @@ def test_device_resident_training_set_gives_the_same_run_as_streaming(sample, tm
 def test_a_run_with_every_modern_keyword_resumes_bit_for_bit(sample, tmp_path):
     modern = dict(augment="rotate:10,scale:0.1,shift:1,crop:2,flip,brightness:0.1,contrast:0.1,"
                           "erase:0.5", mixup=0.2, cutmix=0.5, label_smoothing=0.1,
-                  weight_decay=1e-3, lr_schedule="cosine", warmup_epochs=1, optimizer="nesterov")
+                  weight_decay=1e-3, lr_schedule="cosine", warmup_epochs=1, optimizer="nesterov",
+                  ema_decay=0.95)
     reference = quick_config(tmp_path / "reference", sample, **RUN, **modern)
     run_to_end(reference)
     expected = final_model(tmp_path / "reference" / "run")

@@ -78,8 +78,7 @@ class Experiment:
                                       jax.random.fold_in(self.root_key, phase.key_stream),
                                       epoch_length)
         params, bn_state = jax.tree_util.tree_map(jnp.array, self.initial)
-        state = state._replace(params=params, bn_state=bn_state,
-                               opt_state=self.optimizer.init(params))
+        state = self.steps.with_params(state._replace(bn_state=bn_state), params)
         return self.parallel.replicate(state)
 
     def loader(self, split: str, *, training: bool) -> BatchLoader:
@@ -286,14 +285,18 @@ class Experiment:
         n = min(self.config["bn_batches"], loader.n_batches)
         batches = loader.batches(STATS_EPOCH_OFFSET + data_epoch)
         try:
-            stats = self.steps.population_statistics(self.state.params, self.state.bn_state,
+            stats = self.steps.population_statistics(self.model_params(), self.state.bn_state,
                                                      itertools.islice(batches, n))
         finally:
             batches.close()
         self.state = self.state._replace(bn_state=self.parallel.replicate(stats))
 
+    def model_params(self):
+        """The weights validated, tested and saved (the moving average with ema_decay)."""
+        return self.steps.model_params(self.state)
+
     def predict(self, split: str):
-        return self.steps.predict(self.state.params, self.state.bn_state,
+        return self.steps.predict(self.model_params(), self.state.bn_state,
                                   self.loader(split, training=False).batches(0),
                                   gather=self.parallel.gather)
 
@@ -306,7 +309,7 @@ class Experiment:
         if methodology.is_new_best(criterion, row, p.best):
             p.best = methodology.best_record(criterion, row)
             self.best_trees = jax.tree_util.tree_map(
-                lambda leaf: np.array(host_copy(leaf)), (self.state.params, self.state.bn_state))
+                lambda leaf: np.array(host_copy(leaf)), (self.model_params(), self.state.bn_state))
         p.scales.append(host_scalar(self.state.lr_scale))
 
     def _step_plateau(self, monitored: float) -> None:

@@ -241,6 +241,9 @@ KEYWORDS = [
             "area; with mixup too, each step takes one of them; 0: off", non_negative_number),
     Keyword("weight_decay", 0.0, "decoupled weight decay on the weights (AdamW, SGDW): "
             "-lr * wd * w per step, beside L1_reg/L2_reg", non_negative_number),
+    Keyword("ema_decay", 0.0, "moving average of the weights, d per step (e.g. 0.9998): the "
+            "model validated, tested and saved is the average, with BN population statistics "
+            "of its own; 0: off", below_one),
     Keyword("bn_stats", "population", "test-time BN statistics: 'population' (BN paper, "
             "over bn_batches training batches) or 'ema'", one_of("population", "ema")),
     Keyword("bn_batches", 100, "training mini-batches the population statistics average over",
@@ -347,6 +350,10 @@ def resolve(given: dict) -> dict:
         raise KeywordError(f"warmup_epochs={config['warmup_epochs']} is not shorter than the run "
                            f"(n_epochs={config['n_epochs']}): give fewer warm-up epochs or "
                            f"more epochs")
+    if config["ema_decay"] and config["batch_norm"] and config["bn_stats"] != "population":
+        raise KeywordError(f"ema_decay={config['ema_decay']} needs bn_stats='population' (the "
+                           f"averaged weights need BN statistics of their own, computed after "
+                           f"training; bn_stats='ema' tracks the raw weights'): give one")
     if config["resume"] and config["init_from"]:
         raise KeywordError("resume=True continues a run; init_from starts a new one: give one")
     if config["resume"] and config["overwrite"]:

@@ -44,7 +44,7 @@ def view_logits_of_test(run, n_test: int):
     if not run.has_test_aug and n_online == 1:
         return None, None
     split = "test_aug" if run.has_test_aug else "test"
-    logits, _ = run.steps.predict(run.state.params, run.state.bn_state,
+    logits, _ = run.steps.predict(run.model_params(), run.state.bn_state,
                                   run.loader(split, training=False).batches(0),
                                   gather=run.parallel.gather, views=n_online > 1)
     source = (read_test_aug_source_index(run.dataset) if run.has_test_aug
@@ -66,7 +66,7 @@ def finish_run(run) -> dict:
         "seconds_per_epoch": round(p.train_seconds / max(len(p.history), 1), 2),
         "parameters": run.network.param_count(),
     })
-    run.save_model(MODEL, run.state.params, run.state.bn_state,
+    run.save_model(MODEL, run.model_params(), run.state.bn_state,
                    {"history": p.history, "results": results})
     if run.folder.writes_files:
         record_run(run.folder, run.config, results, p.history, p.entropy_epoch,

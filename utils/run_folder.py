@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from utils import console, model_io
-from utils.keywords import KeywordError
+from utils.keywords import DEFAULTS, KeywordError
 from utils.safe_files import LockHeld, exclusive_lock, remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -171,7 +171,10 @@ class RunFolder:
 
 
 def check_same_definition(path: Path, saved: dict, now: dict) -> None:
-    """Refuse to resume a checkpoint saved by a run with other settings, naming each."""
+    """Refuse to resume a checkpoint saved by a run with other settings, naming each. A
+    keyword the checkpoint's code did not have yet counts as its default (its default keeps
+    the old behaviour)."""
+    saved = {**{k: DEFAULTS[k] for k in set(now) - set(saved) if k in DEFAULTS}, **saved}
     changed = sorted(k for k in set(saved) | set(now)
                      if k not in LOCATIONS and saved.get(k) != now.get(k))
     if changed:

@@ -115,5 +115,5 @@ def training_steps(config: dict, network: Network, info: dict):
     steps = Steps(network, optimizer, schedule, L1_reg=config["L1_reg"], L2_reg=config["L2_reg"],
                   bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"],
                   objective=objective, views=online_test_views(config, info),
-                  dtype=config["dtype"])
+                  dtype=config["dtype"], ema_decay=config["ema_decay"])
     return optimizer, plateau, steps

@@ -2,7 +2,7 @@
 
 ``Steps`` builds, once per experiment, the only compiled functions a network needs:
 ``train`` (the batch prepared as the ``Objective`` says, forward in train mode, backward,
-optimiser update), ``eval`` (forward in test mode on the plain view) and ``eval_views`` (on
+optimiser update, and with ``ema_decay`` the moving average of the weights), ``eval`` (forward in test mode on the plain view) and ``eval_views`` (on
 every test-time view, ``utils.views``), plus ``batch_stats`` (a deterministic train-mode
 forward that reports each batch's BN statistics, for the population statistics). The
 train/eval flag is static, so however many times they are called each is traced once
@@ -34,6 +34,7 @@ class TrainState(NamedTuple):
     key: jax.Array  # uint32 key data: the base of every step's key (fold_in(key, step))
     lr_scale: jax.Array  # float32: multiplies the schedule (annealing, reduce-on-plateau)
     epoch_length: jax.Array  # int32: steps per epoch of this phase (schedules count epochs)
+    ema_params: Any = ()  # with ema_decay: the moving average of params; () when off
 
 
 def key_data(seed_or_key) -> jax.Array:
@@ -47,7 +48,7 @@ class Steps:
 
     def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,
                  bn_stats="population", bn_momentum=0.99, objective: Objective = Objective(),
-                 views: OnlineViews = OnlineViews(), dtype="float32"):
+                 views: OnlineViews = OnlineViews(), dtype="float32", ema_decay=0.0):
         if bn_stats not in ("population", "ema"):
             raise ValueError(f"bn_stats must be 'population' or 'ema', got {bn_stats!r}")
         self.dtype = precision.compute_dtype(dtype)
@@ -57,6 +58,9 @@ class Steps:
         self.L1_reg, self.L2_reg = float(L1_reg), float(L2_reg)
         self.bn_stats, self.bn_momentum = bn_stats, float(bn_momentum)
         self.objective, self.views = objective, views
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+        self.ema_decay = float(ema_decay)
         self.n_classes = network.options.get("n_classes", 7)
         self.traces = Counter()
         self.train = jax.jit(self._train_step, donate_argnums=0)
@@ -67,11 +71,22 @@ class Steps:
     def init_state(self, init_key, train_key, epoch_length: int = 1) -> TrainState:
         """Fresh parameters from ``init_key`` (so a retrain starts from the same values)."""
         params, bn_state = self.network.init(jax.random.wrap_key_data(key_data(init_key)))
-        return TrainState(params=params, bn_state=bn_state,
-                          opt_state=self.optimizer.init(params),
-                          step=jnp.zeros((), jnp.int32), key=key_data(train_key),
-                          lr_scale=jnp.ones((), jnp.float32),
-                          epoch_length=jnp.asarray(epoch_length, jnp.int32))
+        state = TrainState(params=None, bn_state=bn_state, opt_state=None,
+                           step=jnp.zeros((), jnp.int32), key=key_data(train_key),
+                           lr_scale=jnp.ones((), jnp.float32),
+                           epoch_length=jnp.asarray(epoch_length, jnp.int32))
+        return self.with_params(state, params)
+
+    def with_params(self, state: TrainState, params) -> TrainState:
+        """``state`` starting from ``params``: a fresh optimiser state, and the moving average
+        (when on) starting at them, in buffers of its own (the train step donates both)."""
+        ema = jax.tree_util.tree_map(jnp.array, params) if self.ema_decay else ()
+        return state._replace(params=params, opt_state=self.optimizer.init(params),
+                              ema_params=ema)
+
+    def model_params(self, state: TrainState):
+        """The weights evaluated, tested and saved: the moving average when on."""
+        return state.ema_params if self.ema_decay else state.params
 
     # ---- compiled bodies (Python runs once per trace) --------------------------------------
     def _train_step(self, state: TrainState, x, y, targets=None):
@@ -98,9 +113,21 @@ class Steps:
         bn_state = (rna.ema_statistics(state.bn_state, batch_states, self.bn_momentum)
                     if self.bn_stats == "ema" else state.bn_state)
         new_state = state._replace(params=params, bn_state=bn_state, opt_state=opt_state,
-                                   step=state.step + 1)
+                                   step=state.step + 1,
+                                   ema_params=self._moving_average(state, params))
         metrics = {"cost": cost, "nll": nll, "error": error, "learning_rate": learning_rate}
         return new_state, metrics
+
+    def _moving_average(self, state: TrainState, params):
+        """ema <- d ema + (1 - d) params, with d = min(ema_decay, (1 + t) / (10 + t)) after
+        update t (TensorFlow's ExponentialMovingAverage with num_updates): the first updates
+        average quickly, so the initial weights weigh nothing by the end of a short run."""
+        if not self.ema_decay:
+            return state.ema_params
+        t = state.step.astype(jnp.float32)
+        decay = jnp.minimum(self.ema_decay, (1 + t) / (10 + t))
+        return jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p,
+                                      state.ema_params, params)
 
     def _eval_step(self, params, bn_state, x):
         self.traces["eval"] += 1
