@@ -2,8 +2,9 @@
 
 ``Steps`` builds, once per experiment, the only compiled functions a network needs:
 ``train`` (the batch prepared as the ``Objective`` says, forward in train mode, backward,
-optimiser update, and with ``ema_decay`` the moving average of the weights), ``eval`` (forward in test mode on the plain view) and ``eval_views`` (on
-every test-time view, ``utils.views``), plus ``batch_stats`` (a deterministic train-mode
+optimiser update and, with ``ema_decay``, the moving average of the weights), ``eval``
+(forward in test mode on the plain view) and ``eval_views`` (on every test-time view,
+``utils.views``), plus ``batch_stats`` (a deterministic train-mode
 forward that reports each batch's BN statistics, for the population statistics). The
 train/eval flag is static, so however many times they are called each is traced once
 (``Steps.traces`` counts it).
