@@ -298,7 +298,8 @@ def population_statistics(batch_states: list):
 
 
 def ema_statistics(state, batch_state, momentum: float):
-    """Exponential moving average of batch statistics (the alternative to population ones)."""
+    """One step of an exponential moving average over a pytree: of batch statistics (the
+    alternative to population ones), and of the weights (``ema_decay``)."""
     return jax.tree_util.tree_map(
         lambda old, new: momentum * old + (1.0 - momentum) * new, state, batch_state
     )
