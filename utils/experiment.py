@@ -74,11 +74,9 @@ class Experiment:
         return jax.tree_util.tree_map(np.array, (params, bn_state))
 
     def _fresh_state(self, phase: Phase, epoch_length: int):
-        state = self.steps.init_state(jax.random.fold_in(self.root_key, 0),
-                                      jax.random.fold_in(self.root_key, phase.key_stream),
-                                      epoch_length)
-        params, bn_state = jax.tree_util.tree_map(jnp.array, self.initial)
-        state = self.steps.with_params(state._replace(bn_state=bn_state), params)
+        state = self.steps.init_state(None, jax.random.fold_in(self.root_key, phase.key_stream),
+                                      epoch_length,
+                                      start=jax.tree_util.tree_map(jnp.array, self.initial))
         return self.parallel.replicate(state)
 
     def loader(self, split: str, *, training: bool) -> BatchLoader:

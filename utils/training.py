@@ -69,21 +69,20 @@ class Steps:
         self.eval_views = jax.jit(self._eval_views_step)
         self.batch_stats = jax.jit(self._batch_stats)
 
-    def init_state(self, init_key, train_key, epoch_length: int = 1) -> TrainState:
-        """Fresh parameters from ``init_key`` (so a retrain starts from the same values)."""
-        params, bn_state = self.network.init(jax.random.wrap_key_data(key_data(init_key)))
-        state = TrainState(params=None, bn_state=bn_state, opt_state=None,
-                           step=jnp.zeros((), jnp.int32), key=key_data(train_key),
-                           lr_scale=jnp.ones((), jnp.float32),
-                           epoch_length=jnp.asarray(epoch_length, jnp.int32))
-        return self.with_params(state, params)
-
-    def with_params(self, state: TrainState, params) -> TrainState:
-        """``state`` starting from ``params``: a fresh optimiser state, and the moving average
-        (when on) starting at them, in buffers of its own (the train step donates both)."""
+    def init_state(self, init_key, train_key, epoch_length: int = 1,
+                   start=None) -> TrainState:
+        """Fresh parameters from ``init_key`` (so a retrain starts from the same values), or
+        ``start``'s (params, bn_state) when given; a fresh optimiser state, and the moving
+        average (when on) starting at the parameters in buffers of its own (the train step
+        donates both)."""
+        params, bn_state = (start if start is not None else self.network.init(
+            jax.random.wrap_key_data(key_data(init_key))))
         ema = jax.tree_util.tree_map(jnp.array, params) if self.ema_decay else ()
-        return state._replace(params=params, opt_state=self.optimizer.init(params),
-                              ema_params=ema)
+        return TrainState(params=params, bn_state=bn_state,
+                          opt_state=self.optimizer.init(params),
+                          step=jnp.zeros((), jnp.int32), key=key_data(train_key),
+                          lr_scale=jnp.ones((), jnp.float32),
+                          epoch_length=jnp.asarray(epoch_length, jnp.int32), ema_params=ema)
 
     def model_params(self, state: TrainState):
         """The weights evaluated, tested and saved: the moving average when on."""
@@ -127,8 +126,7 @@ class Steps:
             return state.ema_params
         t = state.step.astype(jnp.float32)
         decay = jnp.minimum(self.ema_decay, (1 + t) / (10 + t))
-        return jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p,
-                                      state.ema_params, params)
+        return rna.ema_statistics(state.ema_params, params, decay)
 
     def _eval_step(self, params, bn_state, x):
         self.traces["eval"] += 1
