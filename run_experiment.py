@@ -9,14 +9,15 @@ or from Python with the same names (``test`` is the thesis's name for it):
     results = run_experiment(learning_rate=0.1, n_hidden=[1024], p_dropConv=[0.2, 0.3, 0.4, 0.5])
 
 With ``val=True``: (1) train on ``train_noval``, validating every epoch, and find the epoch of
-minimum validation cross-entropy (the entropy point); (2) retrain from the same initialisation
-on the full training set for that many epochs; (3) anneal (``anneal_epochs`` at the learning
-rate times ``anneal_factor``); (4) test, plainly and with each test image's pre-softmax outputs
-summed over its augmented variants. With ``val=False``: train ``n_epochs``, anneal, test.
-The phases and their rules: ``utils/methodology.py``; the run itself: ``utils/experiment.py``;
-its folder, checkpoint and resume order: ``utils/run_folder.py``; the keywords:
-``utils/keywords.py``. A checkpoint is written atomically after every epoch and when the run
-is stopped (Ctrl-C, SIGTERM, an exception); ``resume=True`` goes on from it, bit for bit.
+minimum validation cross-entropy (the entropy point); (2) retrain from the same initialisation on
+the full training set for that many epochs; (3) anneal (``anneal_epochs`` at the learning rate
+times ``anneal_factor``); (4) test, plainly and with each test image's pre-softmax outputs summed
+over its augmented variants. With ``val=False``: train ``n_epochs``, anneal, test. The phases and
+their rules: ``utils/experiments/methodology.py``; the run itself:
+``utils/experiments/experiment.py``; its folder, checkpoint and resume order:
+``utils/experiments/run_folder.py``; the keywords: ``utils/experiments/keywords.py``. A checkpoint
+is written atomically after every epoch and when the run is stopped (Ctrl-C, SIGTERM, an
+exception); ``resume=True`` goes on from it, bit for bit.
 """
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ import os
 import sys
 
 if __name__ == "__main__":  # a Ctrl-C while JAX loads ends the launcher with one sentence
-    from utils.signals import exit_at_once_on_ctrl_c
+    from utils.experiments.signals import exit_at_once_on_ctrl_c
 
     exit_at_once_on_ctrl_c()
 
 import jax  # noqa: E402 - after the Ctrl-C handling above
 
 from loaders.sources import DatasetError  # noqa: E402
-from utils import host_tuning, model_io  # noqa: E402
-from utils.experiment import Experiment, NonFiniteCost, RunStopped  # noqa: E402
-from utils.keywords import KeywordError, help_text, parse_command_line, resolve  # noqa: E402
-from utils.signals import STARTING, ctrl_c_unwinds  # noqa: E402
+from utils.experiments.experiment import Experiment, NonFiniteCost, RunStopped  # noqa: E402
+from utils.experiments.keywords import KeywordError, help_text, parse_command_line  # noqa: E402
+from utils.experiments.keywords import resolve  # noqa: E402
+from utils.experiments.signals import STARTING, ctrl_c_unwinds  # noqa: E402
+from utils.models import model_io  # noqa: E402
+from utils.support import host_tuning  # noqa: E402
 
 
 def start_distributed(config: dict) -> None:
@@ -47,8 +50,8 @@ def start_distributed(config: dict) -> None:
 def run_experiment(**keywords) -> dict:
     """Run one experiment from keyword arguments (see ``python run_experiment.py --help``).
 
-    Applies ``utils.host_tuning`` to this process first (effective for XLA's kernels only if
-    JAX has not run anything yet)."""
+    Applies ``utils.support.host_tuning`` to this process first (effective for XLA's kernels
+    only if JAX has not run anything yet)."""
     host_tuning.apply()
     config = resolve(keywords)
     start_distributed(config)

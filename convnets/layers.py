@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from utils import rna
-from utils.layer import Layer, init_linear, linear_tail, sub_key
+from utils.nn.layer import Layer, init_linear, linear_tail, sub_key
 
 
 def conv_layer(n_filters: int, *, kernel: int = 3, pool: int | None = None, activation="relu",

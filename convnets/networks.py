@@ -13,8 +13,8 @@ from typing import NamedTuple, Sequence
 from convnets.layers import conv_layer, max_pool_layer, residual_block
 from mlp.layers import hidden_layer, logistic_regression
 from utils import rna
-from utils.layer import flatten, sequential
-from utils.network import Network, check_hidden_sizes, check_image_size, register_network
+from utils.nn.layer import flatten, sequential
+from utils.nn.network import Network, check_hidden_sizes, check_image_size, register_network
 
 
 class Conv(NamedTuple):

@@ -6,7 +6,7 @@
 Variants: one row per source image (its class and source index on the left), one column per
 variant in the file's order, titled with the variant's name: the layout of the thesis's figures
 15-17. With --augment: one row per training image, the image as stored, then --draws versions
-of it as the launcher's online augmentation makes them (utils.online_augmentation, the same
+of it as the launcher's online augmentation makes them (utils.training.online_augmentation, the same
 function the train step runs, each draw with its own key).
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def augment_grid(path: str | os.PathLike, out: str | os.PathLike, augment: str, 
     import jax.numpy as jnp
 
     from loaders.batches import scale_pixels
-    from utils import online_augmentation
+    from utils.training import online_augmentation
 
     try:
         spec = online_augmentation.parse(augment, "--augment")

@@ -1,13 +1,13 @@
 """Fully connected layers: the hidden layer and the logistic-regression output.
 
-The output's probabilities, cost and error rate are in ``utils.losses``."""
+The output's probabilities, cost and error rate are in ``utils.nn.losses``."""
 from __future__ import annotations
 
 import jax.numpy as jnp
 
 from utils import rna
-from utils.layer import Layer, init_linear, linear_tail
-from utils.precision import accumulation_dtype
+from utils.nn.layer import Layer, init_linear, linear_tail
+from utils.nn.precision import accumulation_dtype
 
 
 def hidden_layer(n_units: int, *, activation="relu", batch_norm=True, gaussian_std=0.0,

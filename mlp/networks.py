@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from mlp.layers import hidden_layer, logistic_regression
 from utils import rna
-from utils.layer import flatten, sequential
-from utils.network import Network, check_hidden_sizes, check_image_size, register_network
+from utils.nn.layer import flatten, sequential
+from utils.nn.network import Network, check_hidden_sizes, check_image_size, register_network
 
 
 @register_network("mlp")

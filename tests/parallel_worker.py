@@ -11,10 +11,10 @@ import numpy as np
 import tiny_net  # noqa: F401  (registers "tiny")
 
 from loaders.batches import Batch
-from utils.networks import get_network
-from utils.optim import make_optimizer, make_schedule
-from utils.parallel import data_parallel
-from utils.training import Steps
+from utils.models.networks import get_network
+from utils.training.optim import make_optimizer, make_schedule
+from utils.support.parallel import data_parallel
+from utils.training.steps import Steps
 
 BATCH = 48
 

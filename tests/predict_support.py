@@ -12,8 +12,8 @@ import pytest
 
 from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
-from utils import model_io
-from utils.networks import get_network
+from utils.models import model_io
+from utils.models.networks import get_network
 from utils.predict import DEFAULT_MODEL, EmotionModel, main
 
 TESTS = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils.registry import append_registry_row
+from utils.experiments.registry import append_registry_row
 
 
 def main(registry: str, writer: str, n_rows: str, start_file: str,

@@ -9,8 +9,8 @@ import pytest
 from convnets.layers import residual_block
 from convnets.networks import Conv, Pool, Residual, build_convnet
 from utils import rna
-from utils.optim import make_optimizer, make_schedule
-from utils.training import Steps
+from utils.training.optim import make_optimizer, make_schedule
+from utils.training.steps import Steps
 
 RNG = np.random.default_rng(2024)
 

@@ -14,11 +14,11 @@ from loaders.build_dataset import build_dataset
 from loaders.ferplus import CLASS_NAMES as FERPLUS_NAMES
 from mlp.networks import build_mlp
 from utils import evaluate
-from utils.model_io import load_model
-from utils.objective import Objective
-from utils.optim import make_optimizer, make_schedule
+from utils.models.model_io import load_model
+from utils.training.objective import Objective
+from utils.training.optim import make_optimizer, make_schedule
 from utils.predict import main as predict_main
-from utils.training import Steps
+from utils.training.steps import Steps
 
 # FER2013's classes (angry, disgust, fear, happy, sad, surprise, neutral) in FER+'s order.
 FERPLUS_OF_FER2013 = [4, 5, 6, 1, 3, 2, 0]

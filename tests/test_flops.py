@@ -1,7 +1,7 @@
 """FLOP counts (utils.benchmark.flops) against hand computations from the architectures."""
 from convnets.networks import Conv, Pool, build_convnet
 from utils.benchmark.flops import network_flops
-from utils.networks import get_network
+from utils.models.networks import get_network
 
 
 def conv_macs(size, k, c_in, c_out):

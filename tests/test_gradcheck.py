@@ -5,7 +5,7 @@ import numpy as np
 
 from convnets.networks import Conv, Pool, Residual, build_convnet
 from utils import rna
-from utils.losses import negative_log_likelihood
+from utils.nn.losses import negative_log_likelihood
 
 
 def test_gradients_match_central_differences_in_float64():

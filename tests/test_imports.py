@@ -6,11 +6,13 @@ import sys
 
 from launcher_support import PROJECT
 
-PRODUCT_MODULES = ["utils", "utils.rna", "utils.training", "utils.networks", "utils.keywords",
-                   "utils.model_io", "utils.records", "utils.predict", "utils.predict.cli",
+PRODUCT_MODULES = ["utils", "utils.rna", "utils.training.steps", "utils.models.networks",
+                   "utils.experiments.keywords", "utils.models.model_io",
+                   "utils.experiments.records", "utils.predict", "utils.predict.cli",
                    "utils.benchmark", "convnets.networks", "mlp.networks", "loaders.batches",
-                   "run_experiment", "utils.registry", "utils.safe_files", "utils.run_folder",
-                   "utils.signals", "loaders.integrity", "utils.evaluate", "utils.inference"]
+                   "run_experiment", "utils.experiments.registry", "utils.support.safe_files",
+                   "utils.experiments.run_folder", "utils.experiments.signals",
+                   "loaders.integrity", "utils.evaluate", "utils.evaluation.inference"]
 
 
 def test_importing_the_product_leaves_xla_flags_and_the_environment_alone():
@@ -29,7 +31,7 @@ def test_importing_the_product_leaves_xla_flags_and_the_environment_alone():
 
 
 def test_host_tuning_apply_sets_the_kernel_flag_once_and_can_be_declined():
-    code = ("import os; from utils import host_tuning; a = host_tuning.apply(); "
+    code = ("import os; from utils.support import host_tuning; a = host_tuning.apply(); "
             "b = host_tuning.apply(); print(repr(os.environ.get('XLA_FLAGS')), len(a) == len(b))")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -38,7 +40,7 @@ def test_host_tuning_apply_sets_the_kernel_flag_once_and_can_be_declined():
                               cwd=PROJECT, env=dict(env, FER_HOST_TUNING="0"), timeout=120)
     import jaxlib.version
 
-    from utils import host_tuning
+    from utils.support import host_tuning
 
     if jaxlib.version.__version__.startswith("0.10."):
         assert tuned.stdout.split() == [repr(host_tuning.kernel_flag()), "True"]

@@ -14,15 +14,16 @@ from launcher_support import (build_public_private_dataset, nan_cost, quick_conf
                               sabotage_train_step)
 
 import run_experiment as launcher
-from utils import experiment as run
-from utils import run_setup
+from utils.experiments import experiment as run
+from utils.experiments import run_setup
 from loaders.batches import BatchLoader
 from loaders.hdf5 import read_split, read_test_aug_source_index
 from loaders.sample import ensure_sample_dataset
-from utils import model_io
-from utils.keywords import KEYWORD_NAMES, KeywordError, help_text, parse_command_line, resolve
-from utils.networks import get_network
-from utils.views import summed_view_logits
+from utils.models import model_io
+from utils.experiments.keywords import (KEYWORD_NAMES, KeywordError, help_text, parse_command_line,
+                                        resolve)
+from utils.models.networks import get_network
+from utils.training.views import summed_view_logits
 
 
 @pytest.fixture(scope="module")

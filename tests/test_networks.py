@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from utils.networks import get_network, network_names
-from utils.optim import make_optimizer, make_schedule
-from utils.training import Steps
+from utils.models.networks import get_network, network_names
+from utils.training.optim import make_optimizer, make_schedule
+from utils.training.steps import Steps
 
 NETWORKS = ["A", "B", "C", "D", "mlp"]
 
@@ -110,7 +110,7 @@ def test_unknown_network_name_suggests_the_closest():
 
 def test_a_researchers_own_network_registers_in_a_few_lines():
     from convnets.networks import Conv, Pool, Residual, build_convnet
-    from utils.networks import register_network
+    from utils.models.networks import register_network
 
     @register_network("tiny_test_net")
     def tiny(**options):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from convnets.networks import Conv, Pool, build_convnet
-from utils import losses
-from utils.mixing import MIX_STREAM, cutmix, mix_batch, mixup
-from utils.objective import Objective, data_cost, prepare_batch
-from utils.online_augmentation import parse
-from utils.optim import make_optimizer, make_schedule
-from utils.training import Steps
+from utils.nn import losses
+from utils.training.mixing import MIX_STREAM, cutmix, mix_batch, mixup
+from utils.training.objective import Objective, data_cost, prepare_batch
+from utils.training.online_augmentation import parse
+from utils.training.optim import make_optimizer, make_schedule
+from utils.training.steps import Steps
 
 RNG = np.random.default_rng(5)
 K = 7

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from utils import online_augmentation as oa
-from utils.keywords import KeywordError, resolve
-from utils.views import OnlineViews
+from utils.training import online_augmentation as oa
+from utils.experiments.keywords import KeywordError, resolve
+from utils.training.views import OnlineViews
 
 RNG = np.random.default_rng(7)
 

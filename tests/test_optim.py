@@ -6,9 +6,9 @@ import optax
 import pytest
 import tiny_net  # noqa: F401  (registers "tiny")
 
-from utils.networks import get_network
-from utils.optim import OPTIMIZERS, make_optimizer, make_plateau, make_schedule
-from utils.training import Steps
+from utils.models.networks import get_network
+from utils.training.optim import OPTIMIZERS, make_optimizer, make_plateau, make_schedule
+from utils.training.steps import Steps
 
 
 @pytest.fixture(scope="module")

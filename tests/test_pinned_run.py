@@ -1,9 +1,9 @@
 """A short run's costs, pinned: the launcher's results must not drift when its code is moved.
 
 The figures were recorded with the launcher as it was before the redesign that split it into
-utils/methodology.py, experiment.py, run_folder.py, ... (commit f5096c5) and reproduced bit for
-bit after it on the recording machine. The tolerance only absorbs float32 rounding differences
-between CPUs (other SIMD widths change XLA's summation order); a changed rule of the
+utils/experiments/methodology.py, experiment.py, run_folder.py, ... (commit f5096c5) and reproduced
+bit for bit after it on the recording machine. The tolerance only absorbs float32 rounding
+differences between CPUs (other SIMD widths change XLA's summation order); a changed rule of the
 methodology, a different key or data order, or a changed cost moves them far more.
 """
 import csv

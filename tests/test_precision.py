@@ -15,11 +15,11 @@ from test_resume import assert_same_run, final_model
 
 from convnets.networks import Conv, Pool, build_convnet
 from loaders.sample import ensure_sample_dataset
-from utils.keywords import KeywordError, resolve
-from utils.model_io import load_model
-from utils.optim import make_optimizer, make_schedule
+from utils.experiments.keywords import KeywordError, resolve
+from utils.models.model_io import load_model
+from utils.training.optim import make_optimizer, make_schedule
 from utils.predict import EmotionModel
-from utils.training import Steps
+from utils.training.steps import Steps
 
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2 %). From the same
 # parameters the first cost agrees within 0.5 % (measured 0.08 %); the trajectories then drift

@@ -13,7 +13,7 @@ from predict_support import (BACKGROUND, CLEAR_MARGIN, COLLAGE_FACES, MAX_PROBAB
                              MEAN_PROBABILITY_DIFFERENCE, MIN_IOU, collage, iou, model_fixture,
                              probabilities_of, read_rows, resaved_model, run, sample_fixture,
                              variant_model, write_png, write_video)
-from utils import model_io
+from utils.models import model_io
 from utils.predict import DEFAULT_MODEL, EmotionModel
 from utils.predict.faces import HaarDetector, crop_faces
 
@@ -274,7 +274,7 @@ def test_models_of_other_variants_see_their_datasets_views(sample, tmp_path, var
     model = EmotionModel(variant_model(tmp_path, variant, im_dim))
     faces = sample.images[list(COLLAGE_FACES[:3])]
     # The views match the training: a raw model trained without online flips sees the face
-    # only (utils.views; the launcher's and utils.evaluate's views are the same).
+    # only (utils.training.views; the launcher's and utils.evaluate's views are the same).
     views = get_variant(variant).augment(faces)
     assert views.shape == (3, n_views, im_dim, im_dim)
     per_view = np.stack([np.asarray(model.network_outputs(scale_pixels(views[:, v])))

@@ -9,7 +9,7 @@ from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
 from predict_support import (model_fixture, probabilities_of, read_rows, resaved_model, run,
                              sample_fixture, variant_model, write_png)
-from utils.model_io import ModelFileError
+from utils.models.model_io import ModelFileError
 from utils.predict import DEFAULT_MODEL, EmotionModel, Ensemble, load_models
 from utils.predict.inputs import Item, Problem
 from utils.predict.model import BATCH_VIEWS, SMALL_BATCH_VIEWS

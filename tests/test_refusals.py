@@ -19,9 +19,9 @@ from test_resume import command, environment
 import run_experiment as launcher
 from loaders import build_dataset
 from loaders.sample import SAMPLE_CSV
-from utils import experiment as run
-from utils.keywords import resolve
-from utils.signals import STARTING
+from utils.experiments import experiment as run
+from utils.experiments.keywords import resolve
+from utils.experiments.signals import STARTING
 
 
 def refusal(capsys, config: dict, *extra: str) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from launcher_support import PROJECT, TESTS
 
-from utils.registry import append_registry_row, csv_text, lock_path
-from utils.safe_files import (LockHeld, atomic_write, exclusive_lock, remove_stale_temporaries,
-                              temporary_name)
+from utils.experiments.registry import append_registry_row, csv_text, lock_path
+from utils.support.safe_files import (LockHeld, atomic_write, exclusive_lock,
+                                      remove_stale_temporaries, temporary_name)
 
 EARLIER_ROWS = 3000
 
@@ -110,7 +110,8 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
 def test_a_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path):
     lock = tmp_path / ".run.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from utils.safe_files import exclusive_lock\n"
+        [sys.executable, "-c",
+         "import sys, time; from utils.support.safe_files import exclusive_lock\n"
          f"with exclusive_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)"],
         cwd=PROJECT, env=dict(os.environ, PYTHONPATH=str(PROJECT)), stdout=subprocess.PIPE,
         text=True)
@@ -136,7 +137,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypat
         Path(path).write_bytes(data[:1])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("utils.safe_files.write_durably", full_disk)
+    monkeypatch.setattr("utils.support.safe_files.write_durably", full_disk)
     with pytest.raises(OSError, match=rf"No space left on device: '{target}'"):
         atomic_write(target, b"better", keep_previous=tmp_path / "previous")
     assert target.read_bytes() == b"good" and not (tmp_path / "previous").exists()

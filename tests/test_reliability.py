@@ -25,10 +25,11 @@ from test_resume import assert_same_run, command, environment, final_model
 import run_experiment as launcher
 from loaders.build_dataset import build_dataset
 from loaders.sample import SAMPLE_CSV, ensure_sample_dataset
-from utils import experiment as run
-from utils import model_io, safe_files
-from utils.keywords import resolve
-from utils.run_folder import RunFolderError, check_same_dataset, check_same_definition
+from utils.experiments import experiment as run
+from utils.models import model_io
+from utils.support import safe_files
+from utils.experiments.keywords import resolve
+from utils.experiments.run_folder import RunFolderError, check_same_dataset, check_same_definition
 
 
 @pytest.fixture(scope="module")

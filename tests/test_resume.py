@@ -17,7 +17,7 @@ import pytest
 from launcher_support import PROJECT, TESTS, quick_config
 
 from loaders.sample import ensure_sample_dataset
-from utils import model_io
+from utils.models import model_io
 
 # Long enough phases for a signal to land inside them: 39 batches per search epoch.
 RUN = dict(n_epochs=3, anneal_epochs=1, batch_size=25, learning_rate=0.02)

@@ -191,7 +191,7 @@ def test_l1_l2_penalty_counts_weights_only():
 
 # ---- losses: one implementation on the device and on the host --------------------------------
 def test_losses_agree_on_device_and_host_and_match_numpy():
-    from utils import losses
+    from utils.nn import losses
 
     logits = RNG.normal(0, 3, size=(9, 7)).astype(np.float32)
     labels = RNG.integers(0, 7, size=9)

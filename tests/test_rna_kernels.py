@@ -1,4 +1,4 @@
-"""The primitives' CPU fast paths (utils.cpu_kernels) give the results of the plain
+"""The primitives' CPU fast paths (utils.nn.cpu_kernels) give the results of the plain
 formulations they replace.
 
 Bit for bit where the fast path only reorganises the same operations (dropout masks, noise,
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from utils import cpu_batch_norm, cpu_kernels, rna
+from utils.nn import cpu_batch_norm, cpu_kernels
+
+from utils import rna
 
 RNG = np.random.default_rng(7)
 

@@ -3,7 +3,7 @@
 Registered as "tiny": run it as network=tiny_net:tiny with this folder on the Python path.
 """
 from convnets.networks import Conv, Pool, build_convnet
-from utils.network import register_network
+from utils.nn.network import register_network
 
 
 @register_network("tiny")

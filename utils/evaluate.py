@@ -5,14 +5,14 @@
     python -m utils.evaluate trained_models/ferplus --dataset datasets/ferplus_majority.h5
 
 For each model and for the ensemble of all of them (the mean of their softmax outputs): the
-accuracy of the plain test and of the test with the model's test-time views (``utils.views``:
-its variant's versions of each image, in the online views it was trained for, outputs summed),
-over all test images and per split (PublicTest, PrivateTest; a split a file lacks shows '-').
-A dataset file (``loaders.build_dataset``) gives its test split and its ``/test_aug`` versions;
-a FER2013 CSV gives its PublicTest/PrivateTest rows, from which each model makes its own views.
-FER+ files hold the majority label on their test split: the FER+ paper's accuracy. Writes the
-ensemble's (or the single model's) confusion matrix with views, ``confusion.png``, and
-``results.json`` into ``--out`` (default evaluations/<dataset name>/).
+accuracy of the plain test and of the test with the model's test-time views
+(``utils.training.views``: its variant's versions of each image, in the online views it was trained
+for, outputs summed), over all test images and per split (PublicTest, PrivateTest; a split a file
+lacks shows '-'). A dataset file (``loaders.build_dataset``) gives its test split and its
+``/test_aug`` versions; a FER2013 CSV gives its PublicTest/PrivateTest rows, from which each model
+makes its own views. FER+ files hold the majority label on their test split: the FER+ paper's
+accuracy. Writes the ensemble's (or the single model's) confusion matrix with views,
+``confusion.png``, and ``results.json`` into ``--out`` (default evaluations/<dataset name>/).
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ import numpy as np
 from loaders.hdf5 import open_dataset, read_split, read_test_aug_source_index, read_usage, \
     split_group
 from loaders.sources import CLASS_NAMES, IMAGE_SIZE, TEST_USAGES, DatasetError, read_source
-from utils.evaluation import TEST_SPLITS, confusion_matrix
-from utils.inference import InferenceModel, ensemble_probabilities
-from utils.model_io import ModelFileError, atomic_write
-from utils.records import plot_confusion
+from utils.evaluation.results import TEST_SPLITS, confusion_matrix
+from utils.evaluation.inference import InferenceModel, ensemble_probabilities
+from utils.models.model_io import ModelFileError, atomic_write
+from utils.experiments.records import plot_confusion
 
 
 class EvaluationImages(NamedTuple):

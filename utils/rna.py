@@ -6,7 +6,7 @@ The names follow the thesis: ``rna.relu()`` returns the activation a layer is bu
 
 This module states the math; where XLA's CPU backend needs the same math in another form to
 run fast (the ReLUs', max-pooling's and batch norm's backward passes, the patch conv, the
-unrolled random hash), the work is done by ``utils.cpu_kernels``, tested against the plain
+unrolled random hash), the work is done by ``utils.nn.cpu_kernels``, tested against the plain
 formulation. Those custom gradients differentiate in reverse mode (jax.grad, jax.vjp, what
 training uses), not in forward mode (jax.jvp).
 """
@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils import cpu_batch_norm, cpu_kernels, precision
-from utils.names import closest_name
+from utils.nn import cpu_batch_norm, cpu_kernels, precision
+from utils.support.names import closest_name
 
 BN_EPSILON = 1e-5
 

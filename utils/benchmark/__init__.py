@@ -7,7 +7,7 @@
 
 For every network and batch size it reports the true parameter count, FLOPs per image
 (``utils.benchmark.flops``: forward, and forward + backward), the compile time, training images/s (the
-product's own step, ``utils.training.Steps.train``: forward, backward, SGD update, batch norm,
+product's own step, ``utils.training.steps.Steps.train``: forward, backward, SGD update, batch norm,
 dropout), inference images/s (``Steps.eval``), each as a share of the float32 matrix-multiply
 peak measured in the same run, and memory: the compiled step's working set (XLA's buffer
 assignment: arguments + results + temporaries - donated) and each process's peak resident
@@ -24,7 +24,7 @@ threads disturbing another's), set up and compiled one at a time; then they take
 batches, and the matmul peak is timed in the same rounds. Figures are the best round, the one
 least disturbed by anything else running on the machine (medians are in the JSON). JAX is
 started in the workers only, so nothing is held on a GPU by the coordinator. The workers get
-the product's process settings (``utils.host_tuning``) unless ``--host-tuning off``.
+the product's process settings (``utils.support.host_tuning``) unless ``--host-tuning off``.
 
 JSON (``--json``): {"command", "device", "host_tuning", "settings", "matmul_peak_gflops",
 "results": [{"network", "batch_size", "im_dim", "params", "thesis_conv_params",

@@ -6,7 +6,7 @@ Each layer of the network is timed on its own, as compiled pieces on the input i
 real step: a conv layer's convolution (forward, input gradient, weight gradient) and the
 whole layer forward and backward, whose difference is its tail (batch norm, pooling,
 activation, dropout); residual blocks and dense layers forward and backward as a whole; the
-SGD update; and the whole training step (``utils.training.Steps.train``), in interleaved
+SGD update; and the whole training step (``utils.training.steps.Steps.train``), in interleaved
 rounds, best of each. What the pieces do not cover (the loss, XLA's work between layers, and
 what it overlaps) is the whole step minus their sum.
 """
@@ -17,7 +17,7 @@ import sys
 import time
 from collections import defaultdict
 
-from utils.precision import COMPUTE_DTYPES
+from utils.nn.precision import COMPUTE_DTYPES
 
 
 def layer_pieces(network, batch_size: int, dtype) -> list[tuple[str, str, object, tuple]]:
@@ -70,10 +70,10 @@ def measure(network_name: str, batch_size: int, dtype: str, rounds: int) -> dict
     import jax
 
     from utils.benchmark.workers import batch_arrays
-    from utils.networks import get_network
-    from utils.optim import make_optimizer, make_schedule
-    from utils.precision import compute_dtype
-    from utils.training import Steps
+    from utils.models.networks import get_network
+    from utils.training.optim import make_optimizer, make_schedule
+    from utils.nn.precision import compute_dtype
+    from utils.training.steps import Steps
 
     network = get_network(network_name)
     pieces = layer_pieces(network, batch_size, compute_dtype(dtype))
@@ -133,10 +133,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    from utils import host_tuning
+    from utils.support import host_tuning
 
     host_tuning.apply()
-    from utils.networks import get_network
+    from utils.models.networks import get_network
 
     try:
         get_network(args.network)

@@ -11,8 +11,8 @@ from utils.benchmark.measure import (EVAL_BATCHES_PER_STEP, PEERS, available_pee
                                      measure_device_scaling, measure_network, measure_pipeline,
                                      add_derived_figures)
 from utils.benchmark.report import format_report
-from utils import online_augmentation
-from utils.precision import COMPUTE_DTYPES, bfloat16_cpu_note
+from utils.training import online_augmentation
+from utils.nn.precision import COMPUTE_DTYPES, bfloat16_cpu_note
 
 DEFAULT_AUGMENT = "rotate:10,scale:0.1,crop:4,flip,erase:0.25"
 
@@ -62,7 +62,7 @@ def parse_args(argv=None):
                              "across each of these device counts (first network and batch "
                              "size; on a CPU, forced host devices: e.g. --devices 1 2 4)")
     parser.add_argument("--host-tuning", choices=("on", "off"), default="on",
-                        help="the product's process settings (utils.host_tuning) in the "
+                        help="the product's process settings (utils.support.host_tuning) in the "
                              "workers (default: on)")
     return _checked(parser, parser.parse_args(argv))
 
@@ -97,7 +97,7 @@ def _check_augment(parser, spec: str, im_dim: tuple) -> None:
 
 
 def run(args, log=print) -> dict:
-    from utils import host_tuning
+    from utils.support import host_tuning
 
     if args.host_tuning == "off":  # the workers inherit this environment
         os.environ.clear()

@@ -28,7 +28,7 @@ class FlopCount(NamedTuple):
 
 
 def network_flops(network) -> FlopCount:
-    """FLOPs per image of ``network`` (a ``utils.networks.Network``) at its input size."""
+    """FLOPs per image of ``network`` (a ``utils.models.networks.Network``) at its input size."""
     params, state = jax.eval_shape(network.init, jax.random.key(0))
     image = jax.ShapeDtypeStruct((1, *network.input_shape), jnp.float32)
     # Traced as the forward of a gradient (jax.vjp's primal output): layers with two forms of

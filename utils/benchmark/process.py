@@ -11,7 +11,7 @@ from utils.benchmark.workers import WORKERS
 def _serve(connection, kind: str, config: dict) -> None:
     """Worker process: build ``kind``, then answer (method, argument) calls until 'stop'."""
     try:
-        from utils import host_tuning
+        from utils.support import host_tuning
 
         host_tuning.apply()  # the product's settings (none when the coordinator said off)
         if config.get("force_host_devices"):  # before JAX starts: CPU devices to spread over

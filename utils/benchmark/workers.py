@@ -108,12 +108,14 @@ class OursWorker(_JaxWorker):
         import jax
         import jax.numpy as jnp
 
-        from utils import host_tuning, online_augmentation
+        from utils.support import host_tuning
+
+        from utils.training import online_augmentation
         from utils.benchmark.flops import network_flops
-        from utils.networks import get_network
-        from utils.objective import Objective
-        from utils.optim import make_optimizer, make_schedule
-        from utils.training import Steps
+        from utils.models.networks import get_network
+        from utils.training.objective import Objective
+        from utils.training.optim import make_optimizer, make_schedule
+        from utils.training.steps import Steps
 
         self.jax = jax
         network = get_network(config["network"], im_dim=list(config["im_dim"]))
@@ -124,7 +126,7 @@ class OursWorker(_JaxWorker):
         self.state = self.steps.init_state(SEED, SEED + 1)
         x, y = batch_arrays(config["batch_size"], config["im_dim"])
         if config.get("devices"):  # the launcher's data parallelism over this many devices
-            from utils.parallel import data_parallel
+            from utils.support.parallel import data_parallel
 
             parallel = data_parallel(config["devices"], config["batch_size"])
             self.state = parallel.replicate(self.state)
@@ -165,7 +167,7 @@ class FlaxWorker(_JaxWorker):
     def __init__(self, config):
         import jax
 
-        from utils.networks import get_network
+        from utils.models.networks import get_network
         from utils.benchmark.peers import peer_spec
         from utils.benchmark.peers.flax_nets import FlaxSteps
 
@@ -189,7 +191,7 @@ class TorchWorker:
     def __init__(self, config):
         import torch
 
-        from utils.networks import get_network
+        from utils.models.networks import get_network
         from utils.benchmark.peers import peer_spec
         from utils.benchmark.peers.torch_nets import TorchSteps
 
@@ -239,9 +241,9 @@ class PipelineWorker:
         import jax
 
         from loaders.batches import BatchLoader
-        from utils.networks import get_network
-        from utils.optim import make_optimizer, make_schedule
-        from utils.training import Steps
+        from utils.models.networks import get_network
+        from utils.training.optim import make_optimizer, make_schedule
+        from utils.training.steps import Steps
 
         self.jax = jax
         self.loaders = {mode: BatchLoader(config["dataset"], config["split"],

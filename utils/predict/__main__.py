@@ -1,8 +1,8 @@
 """python -m utils.predict: the command line (utils.predict.cli), with the launcher's process
-settings (utils.host_tuning: XLA's classic CPU kernels), applied before JAX starts."""
+settings (utils.support.host_tuning: XLA's classic CPU kernels), applied before JAX starts."""
 import sys
 
-from utils import host_tuning
+from utils.support import host_tuning
 
 host_tuning.apply()
 

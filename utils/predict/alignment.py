@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils import host_tuning
+    from utils.support import host_tuning
 
     host_tuning.apply()  # an entry point, as the launcher: before JAX starts
     sys.exit(main())

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils import host_tuning
+    from utils.support import host_tuning
 
     host_tuning.apply()  # as the command applies it: the network's speed is measured the same
     sys.exit(main())

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from utils.model_io import ModelFileError
+from utils.models.model_io import ModelFileError
 from utils.predict.camera import SMOOTHING_FRAMES, camera_source, run_camera
 from utils.predict.errors import Interrupted, PredictError, ctrl_c_stops_gracefully
 from utils.predict.faces import DETECTORS, DetectorSettings, FaceDetectorError, make_detector

@@ -3,10 +3,10 @@
 A model sees exactly what its dataset's `test` split held (the 48x48 face, or its centre crop
 for `crop5`/`variant14` models, or the centre window for a model trained on ``crop_to``
 windows). With ``augment`` each face's pre-softmax outputs are averaged over the model's
-test-time views (``utils.views``: its variant's versions, each in the online views it was
+test-time views (``utils.training.views``: its variant's versions, each in the online views it was
 trained with): the argmax is the launcher's augmented test, the probabilities the softmax of
 the average. An ensemble averages its models' probabilities. Loading, checks, views and the
-fixed-shape batches are ``utils.inference``'s.
+fixed-shape batches are ``utils.evaluation.inference``'s.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.inference import BATCH as BATCH_VIEWS
-from utils.inference import SMALL_BATCH as SMALL_BATCH_VIEWS
-from utils.inference import InferenceModel, Pending, ensemble_probabilities
-from utils.model_io import ModelFileError
+from utils.evaluation.inference import BATCH as BATCH_VIEWS
+from utils.evaluation.inference import SMALL_BATCH as SMALL_BATCH_VIEWS
+from utils.evaluation.inference import InferenceModel, Pending, ensemble_probabilities
+from utils.models.model_io import ModelFileError
 
 __all__ = ["BATCH_VIEWS", "DEFAULT_MODEL", "EmotionModel", "Ensemble", "SMALL_BATCH_VIEWS",
            "load_models"]

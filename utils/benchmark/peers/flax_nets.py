@@ -3,7 +3,7 @@
 Mixed precision the flax way: the modules' ``dtype`` (computation) with float32 parameters.
 
 Same layers, order and parameter count as ours (see ``utils.benchmark.peers``); trained with optax SGD
-in one jitted step that donates its state, like ``utils.training.Steps``.
+in one jitted step that donates its state, like ``utils.training.steps.Steps``.
 """
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.methodology import CRITERIA
-from utils.registry import append_registry_row, csv_text
-from utils.safe_files import atomic_write
+from utils.experiments.methodology import CRITERIA
+from utils.experiments.registry import append_registry_row, csv_text
+from utils.support.safe_files import atomic_write
 
 HISTORY_COLUMNS = ["phase", "epoch", "train_cost", "train_error", "val_cost", "val_error",
                    "test_error", "learning_rate", "epoch_seconds"]

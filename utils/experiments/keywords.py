@@ -13,13 +13,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from utils import online_augmentation, precision
-from utils.names import closest_name
-from utils.network import check_hidden_sizes
-from utils.optim import OPTIMIZERS, SCHEDULES
-from utils.recipes import RECIPES, SAMPLE_RECIPE, recipe_for
+from utils.training import online_augmentation
+
+from utils.nn import precision
+from utils.support.names import closest_name
+from utils.nn.network import check_hidden_sizes
+from utils.training.optim import OPTIMIZERS, SCHEDULES
+from utils.experiments.recipes import RECIPES, SAMPLE_RECIPE, recipe_for
 from utils.rna import get_activation
-from utils.setting_ranges import setting_problem
+from utils.experiments.setting_ranges import setting_problem
 
 
 class KeywordError(ValueError):
@@ -200,7 +202,8 @@ KEYWORDS = [
             "against it when given)", image_size),
     Keyword("savename", None, "folder for the model, checkpoint, history and plots; None: "
             "trained_models/<network>_<dataset name>", optional_path),
-    Keyword("recipe", None, "a named set of defaults for the other keywords (utils/recipes.py): "
+    Keyword("recipe", None, "a named set of defaults for the other keywords "
+            "(utils/experiments/recipes.py): "
             + ", ".join(RECIPES) + "; None: 'sample' without a dataset, else 'thesis'", None),
     # -- network -------------------------------------------------------------------------------
     Keyword("network", "A", "A, B, C, D, mlp, or module:NAME of your own registered network",

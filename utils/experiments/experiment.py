@@ -1,10 +1,10 @@
 """One experiment: the methodology's phases followed on a dataset and a network, in a run folder.
 
-``Experiment(config).run()`` trains phase after phase as ``utils.methodology`` lays them out,
-writes a checkpoint after every epoch and when stopped (``utils.run_folder``), tests, and
-records the results (``utils.records``). Each step's key is ``fold_in(key, step)`` and each
-epoch's data order comes from ``(seed, epoch)``, so a resumed run ends bit for bit where an
-uninterrupted one ends.
+``Experiment(config).run()`` trains phase after phase as ``utils.experiments.methodology`` lays
+them out, writes a checkpoint after every epoch and when stopped
+(``utils.experiments.run_folder``), tests, and records the results (``utils.experiments.records``).
+Each step's key is ``fold_in(key, step)`` and each epoch's data order comes from ``(seed, epoch)``,
+so a resumed run ends bit for bit where an uninterrupted one ends.
 """
 from __future__ import annotations
 
@@ -20,16 +20,19 @@ from tqdm import tqdm
 
 from loaders.batches import BatchLoader
 from loaders.integrity import dataset_identity
-from utils import console, methodology, model_io
-from utils.losses import cost_and_error
-from utils.methodology import Phase, Progress
-from utils.parallel import data_parallel, host_copy, host_scalar
-from utils.records import code_version
-from utils.run_end import finish_run
-from utils.run_folder import ENTROPY_POINT, RunFolder, check_same_dataset, check_same_definition
-from utils.run_setup import RUN_MANAGEMENT, STATS_EPOCH_OFFSET, define_run, training_steps
-from utils.safe_files import NO_ROOM
-from utils.signals import StopRequests
+from utils.experiments import console, methodology
+from utils.models import model_io
+from utils.nn.losses import cost_and_error
+from utils.experiments.methodology import Phase, Progress
+from utils.support.parallel import data_parallel, host_copy, host_scalar
+from utils.experiments.records import code_version
+from utils.experiments.run_end import finish_run
+from utils.experiments.run_folder import (ENTROPY_POINT, RunFolder, check_same_dataset,
+                                          check_same_definition)
+from utils.experiments.run_setup import (RUN_MANAGEMENT, STATS_EPOCH_OFFSET, define_run,
+                                         training_steps)
+from utils.support.safe_files import NO_ROOM
+from utils.experiments.signals import StopRequests
 
 
 class RunStopped(Exception):

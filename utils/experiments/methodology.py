@@ -14,9 +14,9 @@ With validation (``val=True``):
 3. **Anneal.** ``anneal_epochs`` more epochs at the learning rate times ``anneal_factor``,
    continuing the retraining: its parameters, optimiser state, step and data order.
 
-Without validation (``val=False``): train ``n_epochs`` on the full training set, then anneal.
-Each phase below carries its own rules; the launcher (``utils.experiment``) only follows them,
-so a new phase (say, fine-tuning at a lower rate on another split) is one more entry here.
+Without validation (``val=False``): train ``n_epochs`` on the full training set, then anneal. Each
+phase below carries its own rules; the launcher (``utils.experiments.experiment``) only follows
+them, so a new phase (say, fine-tuning at a lower rate on another split) is one more entry here.
 """
 from __future__ import annotations
 

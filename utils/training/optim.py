@@ -14,7 +14,7 @@ import functools
 import jax
 import optax
 
-from utils.names import closest_name
+from utils.support.names import closest_name
 
 # name -> (optax constructor, fixed settings, the settings a researcher may change, defaults)
 OPTIMIZERS = {

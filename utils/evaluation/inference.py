@@ -4,14 +4,14 @@
     plain = model.plain(test_images).logits()            # uint8 [N, S, S]: the test split's view
     mean = model.views(model.versions(faces)).logits()   # every test-time view, averaged
 
-A model sees at test time the views of ``utils.views``: its dataset variant's versions of an
-image (a dataset file's ``/test_aug``, or made from 48x48 faces by ``versions``), each in the
+A model sees at test time the views of ``utils.training.views``: its dataset variant's versions of
+an image (a dataset file's ``/test_aug``, or made from 48x48 faces by ``versions``), each in the
 online views of its training (ten-crop windows, mirrors). Its network is compiled for two batch
-shapes (a small one for a photo's few faces, a large one for folders, videos and test sets),
-every batch padded to one of them; the outputs come back asynchronously (``Pending``), so the
-caller can prepare the next images meanwhile. ``utils.evaluate``, ``utils.predict`` and the
-launcher's views share this. A model file is checked on load: its header, finite arrays, as
-many outputs as class names.
+shapes (a small one for a photo's few faces, a large one for folders, videos and test sets), every
+batch padded to one of them; the outputs come back asynchronously (``Pending``), so the caller can
+prepare the next images meanwhile. ``utils.evaluate``, ``utils.predict`` and the launcher's views
+share this. A model file is checked on load: its header, finite arrays, as many outputs as class
+names.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import numpy as np
 from loaders.augment import Variant, get_variant
 from loaders.batches import scale_pixels
 from loaders.sources import DatasetError
-from utils.losses import softmax
-from utils.model_io import ModelFileError, load_model
-from utils.online_augmentation import AugmentError, parse
-from utils.views import OnlineViews, summed_view_logits
+from utils.nn.losses import softmax
+from utils.models.model_io import ModelFileError, load_model
+from utils.training.online_augmentation import AugmentError, parse
+from utils.training.views import OnlineViews, summed_view_logits
 
 SMALL_BATCH = 16
 BATCH = 256

@@ -2,10 +2,10 @@
 
 The thesis's cost is the mean negative log-likelihood of the labels plus L1/L2 penalties on the
 weights. On top of it, each optional:
-- online augmentation of the images (``utils.online_augmentation``);
+- online augmentation of the images (``utils.training.online_augmentation``);
 - targets other than the label: FER+'s crowd votes (``crossentropy``: their distribution;
-  ``probability``: one class sampled from it per step; ``multi_target``: -log max_k t_k p_k),
-  label smoothing, mixup and CutMix (``utils.mixing``), all as a target distribution per image
+  ``probability``: one class sampled from it per step; ``multi_target``: -log max_k t_k p_k), label
+  smoothing, mixup and CutMix (``utils.training.mixing``), all as a target distribution per image
   and its cross-entropy. Without any of them the cost is the plain NLL of the labels, the same
   number bit for bit as the thesis's.
 Random numbers come from the step's key, each user its own stream.
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import jax
 
-from utils import losses
-from utils.mixing import MIX_STREAM, mix_batch
-from utils.online_augmentation import Augmentation, augment, augment_key
+from utils.nn import losses
+from utils.training.mixing import MIX_STREAM, mix_batch
+from utils.training.online_augmentation import Augmentation, augment, augment_key
 
 SAMPLE_STREAM = 0x53414D50
 # How a dataset's labels become training targets, by its label_mode attribute (FER+; FER2013

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from loaders.hdf5 import read_test_aug_source_index, read_usage
-from utils import console
-from utils.evaluation import confusion_matrix, results_on_test
-from utils.records import plot_confusion, record_run
-from utils.run_folder import MODEL
-from utils.run_setup import RUN_MANAGEMENT, STATS_EPOCH_OFFSET
+from utils.experiments import console
+from utils.evaluation.results import confusion_matrix, results_on_test
+from utils.experiments.records import plot_confusion, record_run
+from utils.experiments.run_folder import MODEL
+from utils.experiments.run_setup import RUN_MANAGEMENT, STATS_EPOCH_OFFSET
 
 
 def final_test(run) -> dict:

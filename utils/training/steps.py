@@ -4,7 +4,7 @@
 ``train`` (the batch prepared as the ``Objective`` says, forward in train mode, backward,
 optimiser update and, with ``ema_decay``, the moving average of the weights), ``eval``
 (forward in test mode on the plain view) and ``eval_views`` (on every test-time view,
-``utils.views``), plus ``batch_stats`` (a deterministic train-mode
+``utils.training.views``), plus ``batch_stats`` (a deterministic train-mode
 forward that reports each batch's BN statistics, for the population statistics). The
 train/eval flag is static, so however many times they are called each is traced once
 (``Steps.traces`` counts it).
@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from utils import precision, rna
-from utils.losses import errors
-from utils.objective import Objective, data_cost, prepare_batch
-from utils.views import OnlineViews
+from utils.nn import precision
+
+from utils import rna
+from utils.nn.losses import errors
+from utils.training.objective import Objective, data_cost, prepare_batch
+from utils.training.views import OnlineViews
 
 
 class TrainState(NamedTuple):
@@ -44,7 +46,7 @@ def key_data(seed_or_key) -> jax.Array:
 
 
 class Steps:
-    """``dtype``: the compute dtype, float32 or bfloat16 (mixed precision, ``utils.precision``);
+    """``dtype``: the compute dtype, float32 or bfloat16 (mixed precision, ``utils.nn.precision``);
     parameters, optimiser state and BN statistics are float32 either way."""
 
     def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,

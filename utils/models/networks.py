@@ -14,8 +14,8 @@ import importlib
 
 import convnets.networks  # noqa: F401  (registers A, B, C, D, S)
 import mlp.networks  # noqa: F401  (registers mlp)
-from utils.names import closest_name
-from utils.network import _REGISTRY, Network, register_network
+from utils.support.names import closest_name
+from utils.nn.network import _REGISTRY, Network, register_network
 
 __all__ = ["Network", "get_network", "network_names", "register_network"]
 

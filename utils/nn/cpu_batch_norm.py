@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from utils.cpu_kernels import (computed_once, first_position, patches, pool_windows, unpool,
-                               window_max)
-from utils.precision import accumulation_dtype
+from utils.nn.cpu_kernels import (computed_once, first_position, patches, pool_windows, unpool,
+                                  window_max)
+from utils.nn.precision import accumulation_dtype
 
 # XLA's CPU reductions over many leading axes onto a narrow last one are slow; folding rows
 # into the last axis first, [R, C] -> [R/k, k*C], makes them fast. Rows of about 1024 values

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.losses import cost_and_error
-from utils.views import summed_view_logits
+from utils.nn.losses import cost_and_error
+from utils.training.views import summed_view_logits
 
 TEST_SPLITS = ("PublicTest", "PrivateTest")
 

@@ -13,14 +13,15 @@ from loaders.augment import get_variant
 from loaders.hdf5 import dataset_info
 from loaders.integrity import verify_dataset
 from loaders.sample import ensure_sample_dataset
-from utils import methodology, online_augmentation
-from utils.keywords import KeywordError
-from utils.network import Network
-from utils.networks import get_network
-from utils.optim import make_optimizer, make_plateau, make_schedule
-from utils.objective import TARGET_RULES, Objective
-from utils.training import Steps
-from utils.views import OnlineViews
+from utils.experiments import methodology
+from utils.training import online_augmentation
+from utils.experiments.keywords import KeywordError
+from utils.nn.network import Network
+from utils.models.networks import get_network
+from utils.training.optim import make_optimizer, make_plateau, make_schedule
+from utils.training.objective import TARGET_RULES, Objective
+from utils.training.steps import Steps
+from utils.training.views import OnlineViews
 
 # Keywords that manage the run rather than define it: they may differ when resuming.
 RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",

@@ -1,8 +1,8 @@
 """The values the optimisers' and the schedules' settings may take.
 
-optax takes any number silently (momentum=2 makes every step grow; eps=-1e-8 can divide by
-zero), so the launcher checks each setting's value against its range before any work, beside
-the names ``utils.optim`` checks (and ``utils.keywords`` refuses any number that is not
+optax takes any number silently (momentum=2 makes every step grow; eps=-1e-8 can divide by zero),
+so the launcher checks each setting's value against its range before any work, beside the names
+``utils.training.optim`` checks (and ``utils.experiments.keywords`` refuses any number that is not
 finite).
 """
 from __future__ import annotations

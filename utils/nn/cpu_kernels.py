@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils.precision import accumulation_dtype
+from utils.nn.precision import accumulation_dtype
 
 
 # --------------------------------------------------------------------------------------------

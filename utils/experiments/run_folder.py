@@ -18,9 +18,11 @@ import json
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from utils import console, model_io
-from utils.keywords import DEFAULTS, KeywordError
-from utils.safe_files import LockHeld, exclusive_lock, remove_stale_temporaries
+from utils.experiments import console
+
+from utils.models import model_io
+from utils.experiments.keywords import DEFAULTS, KeywordError
+from utils.support.safe_files import LockHeld, exclusive_lock, remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.msgpack"
 PREVIOUS_CHECKPOINT = "checkpoint.previous.msgpack"  # the one before, should the newest fail

@@ -1,7 +1,7 @@
 """What a network is, and the registry that names networks (``register_network``).
 
 A ``Network`` is one Layer from images to logits plus what describes it. Building blocks
-(``convnets``, ``mlp``) register their networks here; ``utils.networks.get_network`` looks
+(``convnets``, ``mlp``) register their networks here; ``utils.models.networks.get_network`` looks
 them up by name. This module imports none of them, so there is no import cycle.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from utils.layer import Layer
+from utils.nn.layer import Layer
 
 _REGISTRY: dict[str, Callable[..., "Network"]] = {}
 
@@ -38,7 +38,7 @@ class Network:
     def apply(self, params, state, x, *, train: bool, key=None, dtype=None):
         """(logits, new_state); in train mode new_state holds this batch's BN statistics.
 
-        ``dtype``: the compute dtype (``utils.precision``): the images are cast to it and
+        ``dtype``: the compute dtype (``utils.nn.precision``): the images are cast to it and
         every layer computes in its input's dtype; logits and state stay float32."""
         if x.ndim == 3:
             x = x[..., None]

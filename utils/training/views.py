@@ -4,7 +4,8 @@ A model sees at test time the views that match how it was trained:
 - its dataset variant's versions of the image (the thesis's augmented test: the mirror
   variant's image + mirror, crop5's ten crops, variant14's fourteen versions), which a dataset
   file holds in ``/test_aug`` and ``loaders.augment.Variant.augment`` makes from a 48x48 face;
-- and, for online augmentation (``utils.online_augmentation``), each of those versions in the
+- and, for online augmentation (``utils.training.online_augmentation``), each of those versions in
+the
   windows it was trained on (``crop:P``: the centre and the four corner windows of the padded
   image; ``crop_to:S``: the centre and four corner S x S windows) and, when it was trained with
   ``flip`` on a variant without mirrors, mirrored: the classic ten-crop.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from utils.online_augmentation import Augmentation, mirror, windows
+from utils.training.online_augmentation import Augmentation, mirror, windows
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ import msgpack
 import numpy as np
 from flax import serialization
 
-from utils.network import Network
-from utils.networks import get_network
-from utils.parallel import host_copy
-from utils.safe_files import atomic_write
+from utils.nn.network import Network
+from utils.models.networks import get_network
+from utils.support.parallel import host_copy
+from utils.support.safe_files import atomic_write
 
 MODEL_FORMAT = "fer-jax model"
 CHECKPOINT_FORMAT = "fer-jax checkpoint"

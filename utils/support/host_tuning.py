@@ -3,7 +3,7 @@
 ``apply()`` is called by the programs that train or benchmark (``python run_experiment.py``
 and ``run_experiment()``, ``python -m utils.benchmark`` and its workers, the test suite's
 conftest), before they start JAX's backend; importing this module (or ``utils``) changes
-nothing. A program of your own that trains calls ``utils.host_tuning.apply()`` first.
+nothing. A program of your own that trains calls ``utils.support.host_tuning.apply()`` first.
 Both settings leave every result unchanged (bit for bit for the allocator; float32 rounding
 for the kernels) and neither slows NumPy. Set ``FER_HOST_TUNING=0`` to make ``apply()`` leave
 the process as it was (the benchmark does, to measure them). ``applied()`` says what was set.

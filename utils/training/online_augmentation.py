@@ -12,7 +12,7 @@ The parts, applied in this order to float images [B, H, W, C] in [0, 1]:
 - ``crop:P``: zero-pad P pixels on every side, then take a random window of the original
   size (random shifts of up to P pixels; the image keeps its size).
 - ``crop_to:S``: a random S x S window of the image (no padding): the network sees S x S
-  images, and tests on the same windows (``utils.views``: centre, or ten-crop).
+  images, and tests on the same windows (``utils.training.views``: centre, or ten-crop).
 - ``flip``: a horizontal mirror with probability 1/2.
 - ``brightness:B``: add a value uniform in [-B, B]; ``contrast:C``: scale each image's
   deviation from its mean by a factor uniform in [1-C, 1+C]; the result clipped to [0, 1].
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils.names import closest_name
+from utils.support.names import closest_name
 
 ERASE_AREA = (0.02, 0.25)  # fraction of the image an erased rectangle covers
 ERASE_ASPECT = (0.3, 1 / 0.3)  # height / width of the rectangle, log-uniform

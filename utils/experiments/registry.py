@@ -1,10 +1,10 @@
 """The experiment registry: one CSV row per finished run, appended under an exclusive lock.
 
 Runs that finish together each get their row: ``append_registry_row`` holds the lock file
-``.<registry name>.lock`` beside the CSV (``utils.safe_files.exclusive_lock``) while it writes,
-appends exactly one line (flushed and fsynced) and never rewrites earlier rows, except when
-the row brings a column the file lacks (a newer launcher): then the whole file is rewritten
-with the column added at the end, atomically and under the same lock.
+``.<registry name>.lock`` beside the CSV (``utils.support.safe_files.exclusive_lock``) while it
+writes, appends exactly one line (flushed and fsynced) and never rewrites earlier rows, except when
+the row brings a column the file lacks (a newer launcher): then the whole file is rewritten with
+the column added at the end, atomically and under the same lock.
 
 Plain Python (no JAX): a writer imports it in milliseconds.
 """
@@ -15,7 +15,7 @@ import io
 import os
 from pathlib import Path
 
-from utils.safe_files import atomic_write, exclusive_lock, remove_stale_temporaries
+from utils.support.safe_files import atomic_write, exclusive_lock, remove_stale_temporaries
 
 
 def csv_text(columns: list[str], rows: list[dict], *, header: bool = True) -> str:
