@@ -86,6 +86,12 @@ BUGS = [
     Bug("patch-moments-unbiased-covariance", "utils/nn/cpu_batch_norm.py",
         "covariance = jnp.matmul(centred.T, centred) / m",
         "covariance = jnp.matmul(centred.T, centred) / (m - 1)", ("tests/test_rna_kernels.py",)),
+    Bug("bfloat16-input-gradient-unflipped", "utils/nn/cpu_kernels.py",
+        "jnp.flip(low, (0, 1)).transpose(0, 1, 3, 2)", "low.transpose(0, 1, 3, 2)",
+        ("tests/test_rna_kernels.py",)),
+    Bug("bfloat16-weight-gradient-in-bfloat16", "utils/nn/cpu_kernels.py",
+        "return dx, dw.astype(w.dtype)", "return dx, dw.astype(x.dtype).astype(w.dtype)",
+        ("tests/test_rna_kernels.py",)),
     # Online augmentation, targets, test views
     Bug("augment-flips-upside-down", "utils/training/online_augmentation.py",
         "return x[:, :, ::-1, :]",

@@ -16,9 +16,11 @@ from test_resume import assert_same_run, final_model
 from convnets.networks import Conv, Pool, build_convnet
 from loaders.sample import ensure_sample_dataset
 from utils.experiments.keywords import KeywordError, resolve
+from utils.nn import precision
 from utils.models.model_io import load_model
 from utils.training.optim import make_optimizer, make_schedule
 from utils.predict import EmotionModel
+from utils.support import host_tuning
 from utils.training.steps import Steps
 
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2 %). From the same
@@ -66,22 +68,34 @@ def test_bfloat16_trains_like_float32_from_the_same_seed_and_keeps_float32_state
         np.testing.assert_array_equal(a, b)
 
 
-def test_bfloat16_runs_the_convolutions_and_matmuls_in_bfloat16():
+def test_bfloat16_runs_the_convolutions_and_matmuls_on_bfloat16_values():
+    # On bfloat16 values: bfloat16 operands, or, for XLA's CPU convolutions, float32 widened
+    # from bfloat16 (cpu_kernels.bfloat16_conv: the products are exact either way).
     steps, state, _, x = train("bfloat16", n_steps=1)
-    products = [eqn for eqn in all_equations(
+    products = products_and_operands(
         jax.make_jaxpr(steps._eval_step)(state.params, state.bn_state, x).jaxpr)
-        if eqn.primitive.name in ("conv_general_dilated", "dot_general")]
     assert len(products) >= 4  # 2 convs, the im2col one (a dot), 2 dense layers
-    for eqn in products:
-        assert {v.aval.dtype for v in eqn.invars} == {jnp.dtype(jnp.bfloat16)}, eqn
+    for eqn, operand_dtypes in products:
+        assert operand_dtypes == {jnp.dtype(jnp.bfloat16)}, eqn
 
 
-def all_equations(jaxpr) -> list:
-    """The jaxpr's equations and those of every jaxpr inside it (jit, custom VJPs)."""
-    equations = list(jaxpr.eqns)
+def products_and_operands(jaxpr) -> list:
+    """Each conv and matmul in the jaxpr (and inside it) with the dtypes its operands had
+    before any widening to float32 within the same jaxpr."""
+    made_by = {out: eqn for eqn in jaxpr.eqns for out in eqn.outvars}
+
+    def before_widening(var):
+        eqn = made_by.get(var)
+        if (eqn is not None and eqn.primitive.name == "convert_element_type"
+                and var.aval.dtype == jnp.float32):
+            return before_widening(eqn.invars[0])
+        return var.aval.dtype
+
+    found = [(eqn, {before_widening(v) for v in eqn.invars}) for eqn in jaxpr.eqns
+             if eqn.primitive.name in ("conv_general_dilated", "dot_general")]
     for sub in jax_core.subjaxprs(jaxpr):
-        equations += all_equations(sub)
-    return equations
+        found += products_and_operands(sub)
+    return found
 
 
 def test_a_dtype_that_is_not_a_compute_dtype_is_refused():
@@ -119,3 +133,36 @@ def test_launcher_in_bfloat16_on_two_devices_resumes_and_saves_a_float32_model(s
         faces = file["test/images"][:5]
     logits = EmotionModel(path).logits(faces, augment=False)
     assert logits.shape == (5, 7) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ("", True),  # the measured jaxlib's default: every matmul through YNNPACK
+    ("--xla_cpu_experimental_ynn_fusion_type=individual_dot", True),  # Intel's choice
+    ("--xla_cpu_experimental_ynn_fusion_type=", False),  # AMD's: classic kernels
+    ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution", True),
+    ("--xla_cpu_experimental_ynn_fusion_type=-individual_dot", False),
+])
+def test_ynn_matmuls_reads_the_processes_xla_flags(monkeypatch, flags, expected):
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    monkeypatch.setattr(host_tuning, "_jaxlib_series", lambda: "0.10")
+    assert host_tuning.ynn_matmuls() is expected
+    monkeypatch.setattr(host_tuning, "_jaxlib_series", lambda: "0.9")
+    assert host_tuning.ynn_matmuls() is False  # flags of a series never measured
+
+
+@pytest.mark.parametrize("features,ynn,says", [
+    ([], True, "this CPU has no bfloat16 instructions, so bfloat16 trains no faster"),
+    (["avx512_bf16"], False, "widen bfloat16 to float32, so bfloat16 trains no faster"),
+    (["avx512_bf16", "amx_bf16"], True, "run as bfloat16 matrix products"),
+])
+def test_the_bfloat16_note_says_what_this_cpu_does_and_when_to_take_float32(
+        monkeypatch, features, ynn, says):
+    monkeypatch.setattr(precision, "cpu_bfloat16_features", lambda: features)
+    monkeypatch.setattr(host_tuning, "ynn_matmuls", lambda: ynn)
+    precision.bfloat16_matmul_convs.cache_clear()
+    try:
+        note = precision.bfloat16_cpu_note()
+    finally:
+        precision.bfloat16_matmul_convs.cache_clear()
+    assert says in note
+    assert ("dtype=float32 is as fast" in note) is (says != "run as bfloat16 matrix products")

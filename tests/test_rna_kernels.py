@@ -234,3 +234,38 @@ def test_feature_affine_and_bias_and_their_gradients_match_plain_broadcasting():
         expected = jax.vjp(plain, *args)[1](g)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def _bfloat16(a):
+    return jnp.asarray(a).astype(jnp.bfloat16)
+
+
+@pytest.mark.parametrize("kernel,c_in,c_out", [(3, 128, 6), (3, 5, 129), (2, 130, 4)])
+@pytest.mark.parametrize("tap_matmuls", [False, True])
+def test_bfloat16_conv_gives_the_float32_sums_of_the_bfloat16_values(kernel, c_in, c_out,
+                                                                     tap_matmuls):
+    # 128 input channels: the forward as tap matmuls; 129 output channels: the input
+    # gradient as tap matmuls (its contraction); an even window: the input gradient by vjp.
+    x = _bfloat16(RNG.normal(size=(2, 5, 4, c_in)))
+    w = jnp.asarray(RNG.normal(size=(kernel, kernel, c_in, c_out)).astype(np.float32) * 0.1)
+    g = _bfloat16(RNG.normal(size=(2, 5, 4, c_out)))
+    w_values = w.astype(jnp.bfloat16).astype(jnp.float32)  # the weights the conv multiplies
+    y_ref, vjp_ref = jax.vjp(plain_conv, x.astype(jnp.float32), w_values)
+    dx_ref, dw_ref = vjp_ref(g.astype(jnp.float32))
+    y, vjp = jax.vjp(lambda x, w: cpu_kernels.bfloat16_conv(x, w, tap_matmuls), x, w)
+    dx, dw = vjp(g)
+    assert (y.dtype, dx.dtype, dw.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
+    # Sums in float32 (another order than XLA's), then rounded once to bfloat16 (2^-8 apart).
+    for got, ref in ((y, y_ref), (dx, dx_ref)):
+        np.testing.assert_allclose(got.astype(jnp.float32), ref, rtol=2 ** -8, atol=1e-5)
+    # The weight gradient never passes through bfloat16.
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_conv2d_on_cpu_takes_the_bfloat16_path_only_for_bfloat16():
+    x, w = _bfloat16(RNG.normal(size=(1, 3, 3, 4))), jnp.ones((3, 3, 4, 2), jnp.float32)
+    names = {eqn.primitive.name for eqn in jax.make_jaxpr(rna.conv2d)(x, w).jaxpr.eqns}
+    assert "custom_vjp_call" in names or "custom_vjp_call_jaxpr" in names
+    names = {eqn.primitive.name
+             for eqn in jax.make_jaxpr(rna.conv2d)(x.astype(jnp.float32), w).jaxpr.eqns}
+    assert names == {"conv_general_dilated"}

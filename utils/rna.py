@@ -130,8 +130,11 @@ def conv2d(x, w):
     zero outside the image, computed in x's dtype (the network's compute dtype) and summed
     in float32. A small window (the 3x3 conv on the grayscale input) takes a faster form on
     CPU (``cpu_kernels.patch_conv``: its taps summed at inference, one matrix product with
-    its im2col patches in training).
+    its im2col patches in training), and so does bfloat16 on CPU (``cpu_kernels.bfloat16_conv``:
+    the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
     """
+    if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
+        return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
     if _is_patch_conv(w):
         return cpu_kernels.patch_conv(x, w)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import jax
 
+from utils.nn.precision import bfloat16_cpu_note
+
 
 def log(message: str = "") -> None:
     if jax.process_index() == 0:  # one voice in a multi-host run
@@ -19,6 +21,8 @@ def print_header(config: dict, info: dict, network, devices, run_dir) -> None:
     log(f"devices: {len(devices)} x {devices[0].device_kind} | optimizer {config['optimizer']} "
         f"lr {config['learning_rate']:g} ({config['lr_schedule']}) | batch "
         f"{config['batch_size']} | seed {config['seed']} | saving to {run_dir}")
+    if config["dtype"] == "bfloat16" and devices[0].platform == "cpu":
+        log(bfloat16_cpu_note())
 
 
 def print_phase_header(phase, n_epochs: int, loader) -> None:

@@ -8,6 +8,8 @@ and noise are drawn in float32: the same seed drops the same units in both dtype
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # CPU features that bfloat16 matmul kernels use (/proc/cpuinfo flags).
@@ -46,11 +48,28 @@ def cpu_bfloat16_features() -> list[str]:
     return [flag for flag in _BF16_CPU_FLAGS if flag in flags]
 
 
+@lru_cache(maxsize=None)
+def bfloat16_matmul_convs() -> bool:
+    """Whether wide bfloat16 convolutions run as bfloat16 matrix products on this CPU
+    (``cpu_kernels.bfloat16_conv``): where it has bfloat16 instructions and XLA runs matmuls
+    through YNNPACK (``host_tuning``: the Intel CPUs measured, where YNN's bfloat16 matmul ran
+    at 3.7x its float32 one). Decided once per process, when the first network is traced."""
+    from utils.support import host_tuning
+
+    return bool(cpu_bfloat16_features()) and host_tuning.ynn_matmuls()
+
+
 def bfloat16_cpu_note() -> str:
-    """What bfloat16 does on this CPU (XLA's CPU backend, measured: see README, Benchmark)."""
+    """What bfloat16 does on this CPU, and the advice that goes with it (the launcher prints
+    it for a bfloat16 run on a CPU; figures in the README, Benchmark)."""
     features = cpu_bfloat16_features()
-    has = (f"this CPU has {' and '.join(features)}, which XLA's YNNPACK matmul kernels use"
-           if features else "this CPU has no bfloat16 instructions")
-    return (f"bfloat16 on CPU: {has}, but XLA computes bfloat16 convolutions in float32 "
-            f"(converting to and from bfloat16), so a conv net trains no faster than in "
-            f"float32; bfloat16 pays off on GPUs with tensor cores")
+    if bfloat16_matmul_convs():
+        return (f"bfloat16 on CPU: this CPU has {' and '.join(features)}: the matmuls and the "
+                f"convolutions with 128 or more input (or, backward, output) channels run as "
+                f"bfloat16 matrix products, narrower convolutions in float32 on the bfloat16 "
+                f"values")
+    why = (f"this CPU has {' and '.join(features)}, but XLA's kernels chosen for it "
+           f"(utils.support.host_tuning) widen bfloat16 to float32" if features else
+           "this CPU has no bfloat16 instructions")
+    return (f"bfloat16 on CPU: {why}, so bfloat16 trains no faster than float32 here; "
+            f"dtype=float32 is as fast and exact (bfloat16 pays on GPUs with tensor cores)")

@@ -88,6 +88,20 @@ _KERNEL_CHOICE = {"": "classic Eigen CPU kernels",
                   "individual_dot": "YNNPACK matmuls, classic Eigen convolutions"}
 
 
+def ynn_matmuls() -> bool:
+    """Whether this process's XLA (by its XLA_FLAGS) runs matmuls through YNNPACK's kernels:
+    the default of the jaxlib series measured, unless the flag's list leaves them out."""
+    if _jaxlib_series() not in _KERNEL_FLAG_SERIES:
+        return False
+    chosen = [flag.split("=", 1)[1] for flag in os.environ.get("XLA_FLAGS", "").split()
+              if flag.startswith(_KERNEL_FLAG_NAME + "=")]
+    if not chosen:
+        return True
+    value = chosen[-1]  # a list, or additions to / removals from the defaults (+x, -x)
+    return "individual_dot" in value.replace("-individual_dot", "") or (
+        value.startswith(("+", "-")) and "-individual_dot" not in value)
+
+
 def _choose_xla_kernels() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     flag = kernel_flag()
