@@ -1,7 +1,8 @@
 """The compiled steps of training and evaluation, and the state they carry.
 
 ``Steps`` builds, once per experiment, the only compiled functions a network needs:
-``train`` (the batch prepared as the ``Objective`` says, forward in train mode, backward,
+``train`` (the batch prepared as the ``Objective`` says, with ``distillation`` the teachers'
+softened outputs on it (``utils.training.distillation``), forward in train mode, backward,
 optimiser update and, with ``ema_decay``, the moving average of the weights), ``eval``
 (forward in test mode on the plain view) and ``eval_views`` (on every test-time view,
 ``utils.training.views``), plus ``batch_stats`` (a deterministic train-mode
@@ -48,7 +49,9 @@ def key_data(seed_or_key) -> jax.Array:
 
 class Steps:
     """``dtype``: the compute dtype, float32 or bfloat16 (mixed precision, ``utils.nn.precision``);
-    parameters, optimiser state and BN statistics are float32 either way."""
+    parameters, optimiser state and BN statistics are float32 either way. ``distillation``:
+    the teachers and the distilled cost; ``teacher_trees``: each teacher's (params, bn_state),
+    passed to every train step."""
 
     def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,
                  bn_stats="population", bn_momentum=0.99, objective: Objective = Objective(),
