@@ -2,9 +2,10 @@
 
     python -m loaders.bench_build [SOURCE] [--variants raw mirror crop5 variant14]
 
-Each build runs as `python -m loaders.build_dataset` in a child process, so its peak memory is
-that process's own maximum resident set size (os.wait4's ru_maxrss), interpreter and imports
-included; the time is the child's wall-clock time, start-up included. Images/s counts the images
+Each build runs as `python -m loaders.build_dataset` in a child process (started by a small
+one, so that the benchmark's own memory is not counted), so its peak memory is that process's
+own maximum resident set size (os.wait4's ru_maxrss), interpreter and imports included; the
+time is the child's wall-clock time, start-up included. Images/s counts the images
 written (train + test + test_aug). The outputs go to a temporary folder, removed afterwards.
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from loaders.augment import VARIANTS
@@ -26,25 +26,34 @@ TARGET_SECONDS = 60
 TARGET_PEAK_OVER_OUTPUT = 2.0
 
 
+# Starts the build from a small process and writes its exit status, wall time and peak memory
+# to the file argv[1]. Linux counts in a process's ru_maxrss the resident memory of the one it
+# was exec'ed from, so a build started straight from a large process (a test session holding
+# gigabytes) would report that process's memory as its own peak.
+_STARTER = ("import os, subprocess, sys, time; started = time.perf_counter(); "
+            "child = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(child.pid, 0); "
+            "open(sys.argv[1], 'w').write(f'{os.waitstatus_to_exitcode(status)} "
+            "{time.perf_counter() - started} {usage.ru_maxrss}')")
+
+
 def bench_variant(source: Path, variant: str, folder: Path) -> dict:
-    out = folder / f"{variant}.h5"
+    out, report = folder / f"{variant}.h5", folder / f"{variant}.report"
     command = [sys.executable, "-m", "loaders.build_dataset", str(source), "--variant", variant,
                "--out", str(out), "--overwrite", "--quiet"]
     with tempfile.TemporaryFile("w+") as errors:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stderr=errors)
-        # wait4 reaps the child and reports its own resource usage, peak memory included.
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
+        subprocess.run([sys.executable, "-c", _STARTER, str(report), *command], stderr=errors,
+                       check=True)
+        status, seconds, peak_kib = report.read_text().split()
+        if int(status):
             errors.seek(0)
-            raise RuntimeError(f"building {variant} failed (status {child.returncode}): "
+            raise RuntimeError(f"building {variant} failed (status {status}): "
                                f"{errors.read().strip()}")
+    seconds, usage_peak = float(seconds), int(peak_kib)
+    report.unlink()
     sizes = dataset_info(out)["split_sizes"]
     n_images = sum(sizes.get(split, 0) for split in ("train", "test", "test_aug"))
     output_bytes = out.stat().st_size
-    peak_bytes = usage.ru_maxrss * 1024  # kilobytes on Linux
+    peak_bytes = usage_peak * 1024  # kilobytes on Linux
     out.unlink()
     return {"variant": variant, "seconds": seconds, "images": n_images,
             "images_per_second": n_images / seconds, "output_bytes": output_bytes,

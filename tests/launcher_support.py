@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
+import run_experiment as launcher
 from loaders.build_dataset import build_dataset
 from loaders.sample import SAMPLE_CSV
 
@@ -21,6 +22,15 @@ def quick_config(tmp_path: Path, dataset: Path, **overrides) -> dict:
                   progress=False)
     config.update(overrides)
     return config
+
+
+def train_teacher(folder: Path, dataset: Path, **overrides) -> Path:
+    """A small trained model to distil from (its run folder): the tiny network on random
+    40x40 windows, so on the mirror variant it sees ten views of an image (the centre and
+    four corner windows of the image and of its mirror)."""
+    settings = dict(val=False, n_epochs=2, anneal_epochs=0, augment="crop_to:40")
+    launcher.run_experiment(**quick_config(folder, dataset, **{**settings, **overrides}))
+    return folder / "run"
 
 
 def build_public_private_dataset(folder: Path) -> Path:

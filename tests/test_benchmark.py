@@ -135,3 +135,21 @@ def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):
     assert capsys.readouterr().err.splitlines()[-1].startswith(
         "python -m utils.benchmark.breakdown: error: unknown network 'Q'; valid: A, B, C, D, "
         "S, V, mlp")
+
+
+def test_distill_times_the_step_without_a_teacher_and_with_each_view_choice(tmp_path, capsys):
+    from test_distillation import untrained_model
+
+    from utils.benchmark import distill
+
+    teacher = str(untrained_model(tmp_path / "teacher.msgpack"))  # mirror variant: 2 views
+    result = distill.measure("tiny_net:tiny", teacher, 4, rounds=1, n_steps=1)
+    assert list(result) == ["none", "plain", "model"]
+    assert [row["forwards"] for row in result.values()] == [0, 1, 2]
+    assert all(row["best_ms"] > 0 and row["compile_s"] > 0 for row in result.values())
+    table = distill.report(result, "tiny", teacher, 4).splitlines()
+    assert [line.split(" | ")[0] for line in table[3:]] == [
+        "| none", "| distill_views=plain", "| distill_views=model"]
+    assert distill.main(["--teacher", str(tmp_path / "nowhere"), "--network", "tiny_net:tiny",
+                         "--batch-size", "4"]) == 2
+    assert capsys.readouterr().err == f"error: teacher {tmp_path / 'nowhere'}: no such file\n"

@@ -22,14 +22,15 @@ def four_device_environment() -> dict:
 
 
 def test_training_gives_the_same_costs_and_parameters_on_1_2_and_4_devices():
+    # Distilled too: the teacher's trees replicated, the batch (and its views) split.
     done = subprocess.run([sys.executable, str(TESTS / "parallel_worker.py")],
                           capture_output=True, text=True, env=four_device_environment(),
                           cwd=PROJECT, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["n_devices"] == 4
-    for devices in ("2", "4"):
-        assert report[devices]["replicated_on"] == int(devices)
+    for devices in ("2", "4", "distilled 4"):
+        assert report[devices]["replicated_on"] == int(devices[-1])
         for key in ("costs", "params", "stats", "logits"):
             assert report[devices][key] <= 1e-5, (devices, key, report[devices][key])
     assert report["refusal"] == ("batch_size=50 does not split evenly across 3 devices: use a "

@@ -2,10 +2,12 @@
 
 Each run is a real subprocess of the launcher, killed (SIGKILL: no chance to save) during the
 entropy-point search, stopped (SIGTERM: checkpoint mid-epoch) during the retraining, and
-resumed with the same command plus resume=True.
+resumed with the same command plus resume=True. A distilled run resumes the same way, and
+only with its own teachers' files.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -14,9 +16,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-from launcher_support import PROJECT, TESTS, quick_config
+from launcher_support import PROJECT, TESTS, quick_config, train_teacher
 
 from loaders.sample import ensure_sample_dataset
+from utils.experiments.run_folder import RunFolder
 from utils.models import model_io
 
 # Long enough phases for a signal to land inside them: 39 batches per search epoch.
@@ -119,16 +122,49 @@ def test_device_resident_training_set_gives_the_same_run_as_streaming(sample, tm
                     final_model(tmp_path / "streamed" / "run"))
 
 
+def reference_and_killed_run(sample, tmp_path, keywords: dict):
+    """(the uninterrupted run's final model, the configuration of the same run killed with
+    SIGKILL in its second search epoch), for a run with these keywords."""
+    run_to_end(quick_config(tmp_path / "reference", sample, **RUN, **keywords))
+    config = quick_config(tmp_path / "interrupted", sample, **RUN, **keywords)
+    run_until(config, lambda lines: lines[-1].startswith("epoch 2, validation error"),
+              signal.SIGKILL)
+    return final_model(tmp_path / "reference" / "run"), config
+
+
 def test_a_run_with_every_modern_keyword_resumes_bit_for_bit(sample, tmp_path):
     modern = dict(augment="rotate:10,scale:0.1,shift:1,crop:2,flip,brightness:0.1,contrast:0.1,"
                           "erase:0.5", mixup=0.2, cutmix=0.5, label_smoothing=0.1,
                   weight_decay=1e-3, lr_schedule="cosine", warmup_epochs=1, optimizer="nesterov",
                   ema_decay=0.95)
-    reference = quick_config(tmp_path / "reference", sample, **RUN, **modern)
-    run_to_end(reference)
-    expected = final_model(tmp_path / "reference" / "run")
-    config = quick_config(tmp_path / "interrupted", sample, **RUN, **modern)
-    run_until(config, lambda lines: lines[-1].startswith("epoch 2, validation error"),
-              signal.SIGKILL)
+    expected, config = reference_and_killed_run(sample, tmp_path, modern)
     run_to_end({**config, "resume": True})
+    assert_same_run(final_model(tmp_path / "interrupted" / "run"), expected)
+
+
+def test_a_distilled_run_resumes_bit_for_bit_and_only_with_its_teachers(sample, tmp_path):
+    teacher = train_teacher(tmp_path / "teacher", sample) / "model.msgpack"
+    distil = dict(teacher=str(teacher), distill_weight=0.5, distill_temperature=3.0,
+                  augment="rotate:10,crop_to:40,flip")
+    expected, config = reference_and_killed_run(sample, tmp_path, distil)
+
+    # Another teacher (the same network and weights, another file) is refused ...
+    header, trees = model_io.load(teacher, model_io.MODEL_FORMAT)
+    other = tmp_path / "other.msgpack"
+    model_io.save(other, model_io.MODEL_FORMAT, {**header, "note": "another file"}, trees)
+    refused = subprocess.run(command({**config, "resume": True, "teacher": str(other)}),
+                             capture_output=True, text=True, env=environment(), cwd=PROJECT,
+                             timeout=300)
+    digest = {path: hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+              for path in (teacher, other)}
+    checkpoint = RunFolder(tmp_path / "interrupted" / "run").newest_checkpoint()
+    assert refused.returncode == 2 and refused.stderr == (
+        f"error: the teachers {other} (SHA-256 {digest[other]}...) are not those {checkpoint} "
+        f"was trained with ({teacher} ({digest[teacher]}...)): resume with the run's teacher "
+        f"files (the same contents, wherever they are now) or start a new run\n")
+    # ... and the same teacher moved elsewhere is accepted: the run ends as the uninterrupted.
+    moved = tmp_path / "moved" / "teacher.msgpack"
+    moved.parent.mkdir()
+    teacher.rename(moved)
+    run_to_end({**config, "resume": True, "teacher": str(moved)})
     assert_same_run(final_model(tmp_path / "interrupted" / "run"), expected)

@@ -32,6 +32,7 @@ from utils.experiments.run_folder import (ENTROPY_POINT, RunFolder, check_same_d
 from utils.experiments.run_setup import (RUN_MANAGEMENT, STATS_EPOCH_OFFSET, define_run,
                                          training_steps)
 from utils.support.safe_files import NO_ROOM
+from utils.experiments.teachers import check_same_teachers, describe_teachers, load_teachers
 from utils.experiments.signals import StopRequests
 
 
@@ -51,8 +52,9 @@ class Experiment:
         self.folder = RunFolder(config["savename"],
                                 writes_files=self.parallel.process_index == 0)
         self.has_test_aug = self.info["split_sizes"].get("test_aug", 0) > 0
+        self.teachers = load_teachers(config, self.info, place=self.parallel.replicate)
         self.optimizer, self.plateau, self.steps = training_steps(config, self.network,
-                                                                 self.info)
+                                                                 self.info, self.teachers)
         self.phases = methodology.phases(config)
         self.root_key = jax.random.key(config["seed"])
         self.initial = self._initial_parameters()
@@ -108,13 +110,20 @@ class Experiment:
         if self.progress.plateau is not None:
             trees["plateau"] = self.progress.plateau
         self.folder.save_checkpoint({"config": self._definition(), "progress": progress,
-                                     "dataset": dataset_identity(self.info)}, trees)
+                                     "dataset": dataset_identity(self.info),
+                                     **self._teachers_identity()}, trees)
+
+    def _teachers_identity(self) -> dict:
+        """What a checkpoint and a model record of the teachers: nothing without them."""
+        return {} if self.teachers is None else {"teachers": self.teachers.identity}
 
     def _restore(self) -> None:
         path, header, trees = self.folder.load_checkpoint()
         check_same_definition(path, header["config"], self._definition())
         check_same_dataset(path, header.get("dataset"), dataset_identity(self.info),
                            header["config"], self.dataset)
+        check_same_teachers(path, header.get("teachers"), self._teachers_identity().get(
+            "teachers"))
         self.progress = Progress(**header["progress"])
         finished = self.progress.phase_index >= len(self.phases)
         phase = self.phases[-1] if finished else self.phases[self.progress.phase_index]
@@ -141,6 +150,8 @@ class Experiment:
             self._restore()
         console.print_header(self.config, self.info, self.network,
                              self.parallel.mesh.devices.ravel(), self.folder.path)
+        if self.teachers is not None:
+            console.log(describe_teachers(self.teachers))
         try:
             with self.stop:
                 while self.progress.phase_index < len(self.phases):
@@ -340,5 +351,5 @@ class Experiment:
                   "network_options": self.network.options, "class_names":
                   list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
                   "dataset": dataset_identity(self.info), "code_version": self.code_version,
-                  **extra}
+                  **self._teachers_identity(), **extra}
         self.folder.save_model(name, header, params, bn_state)

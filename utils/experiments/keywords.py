@@ -156,6 +156,21 @@ def augment_spec(name, v):
         raise KeywordError(str(err)) from None
 
 
+def unit_interval(name, v):
+    if not _is_number(v) or not 0 <= v <= 1:
+        raise KeywordError(f"{name} must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
+def model_paths(name, v):
+    paths = [v] if isinstance(v, str) else v
+    if v is not None and not (isinstance(paths, (list, tuple)) and paths
+                              and all(isinstance(p, str) and p for p in paths)):
+        raise KeywordError(f"{name} must be a saved model (a model.msgpack or its run folder) "
+                           f"or a list of them, got {v!r}")
+    return None if v is None else list(paths)
+
+
 def below_one(name, v):
     if not _is_number(v) or not 0 <= v < 1:
         raise KeywordError(f"{name} must be a number in [0, 1), got {v!r}")
@@ -247,6 +262,14 @@ KEYWORDS = [
     Keyword("ema_decay", 0.0, "moving average of the weights, d per step (e.g. 0.9998): the "
             "model validated, tested and saved is the average, with BN population statistics "
             "of its own; 0: off", below_one),
+    Keyword("teacher", None, "distillation: saved model(s) (model.msgpack or run folder; a list:"
+            " an ensemble) whose softened outputs the student learns too; None: off", model_paths),
+    Keyword("distill_temperature", 4.0, "distillation's T: outputs softened as softmax(z/T)",
+            positive_number),
+    Keyword("distill_weight", 0.9, "w: cost (1-w) hard + w T^2 KL(teacher_T||student_T)",
+            unit_interval),
+    Keyword("distill_views", "model", "teacher's views: 'model' (its test-time views, e.g. "
+            "ten-crop) or 'plain' (its centre view)", one_of("model", "plain")),
     Keyword("bn_stats", "population", "test-time BN statistics: 'population' (BN paper, "
             "over bn_batches training batches) or 'ema'", one_of("population", "ema")),
     Keyword("bn_batches", 100, "training mini-batches the population statistics average over",
@@ -357,6 +380,9 @@ def resolve(given: dict) -> dict:
         raise KeywordError(f"ema_decay={config['ema_decay']} needs bn_stats='population' (the "
                            f"averaged weights need BN statistics of their own, computed after "
                            f"training; bn_stats='ema' tracks the raw weights'): give one")
+    if config["teacher"] is None and any(k.startswith("distill_") for k in given):
+        raise KeywordError(f"{min(k for k in given if k.startswith('distill_'))} is given but "
+                           f"teacher is not: distillation needs teacher=MODEL")
     if config["resume"] and config["init_from"]:
         raise KeywordError("resume=True continues a run; init_from starts a new one: give one")
     if config["resume"] and config["overwrite"]:

@@ -32,9 +32,9 @@ LOCK = ".run.lock"
 # Everything a run writes into its folder (the registry lives elsewhere).
 RUN_FILES = (CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL, ENTROPY_POINT, "history.csv", "cost.png",
              "confusion.png", "results.json")
-# Where the data and the run folder are, not what they are: a resumed run may find them
-# elsewhere (the dataset is compared by its identity instead).
-LOCATIONS = ("dataset", "savename")
+# Where the data, the run folder and the teachers are, not what they are: a resumed run may
+# find them elsewhere (the dataset and the teachers are compared by their identity instead).
+LOCATIONS = ("dataset", "savename", "teacher")
 
 
 class RunFolderError(KeywordError):

@@ -100,8 +100,9 @@ def online_test_views(config: dict, info: dict) -> OnlineViews:
                                 get_variant(info["variant"]).mirrored)
 
 
-def training_steps(config: dict, network: Network, info: dict):
-    """(optimizer, reduce-on-plateau or None, the compiled Steps) the keywords ask for."""
+def training_steps(config: dict, network: Network, info: dict, teachers=None):
+    """(optimizer, reduce-on-plateau or None, the compiled Steps) the keywords ask for;
+    ``teachers``: distillation's (``utils.experiments.teachers.load_teachers``), or None."""
     optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
                                config["optimizer_options"], config["weight_decay"])
     schedule = make_schedule(config["lr_schedule"], config["learning_rate"],
@@ -116,5 +117,7 @@ def training_steps(config: dict, network: Network, info: dict):
     steps = Steps(network, optimizer, schedule, L1_reg=config["L1_reg"], L2_reg=config["L2_reg"],
                   bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"],
                   objective=objective, views=online_test_views(config, info),
-                  dtype=config["dtype"], ema_decay=config["ema_decay"])
+                  dtype=config["dtype"], ema_decay=config["ema_decay"],
+                  **({} if teachers is None else {"distillation": teachers.distillation,
+                                                  "teacher_trees": teachers.trees}))
     return optimizer, plateau, steps

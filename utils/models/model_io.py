@@ -96,11 +96,17 @@ def _read_payload(path: Path, kind: str) -> dict:
         serialization.msgpack_restore(contents)
 
 
-def load(path: Path, kind: str) -> tuple[dict, dict]:
-    """(header, raw trees) of a file of the given kind, or a ModelFileError saying why not."""
+def file_of(path, kind: str = MODEL_FORMAT) -> Path:
+    """The file a path names: itself, or in a run folder its model (or checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        path = path / ("model.msgpack" if kind == MODEL_FORMAT else "checkpoint.msgpack")
+        return path / ("model.msgpack" if kind == MODEL_FORMAT else "checkpoint.msgpack")
+    return path
+
+
+def load(path: Path, kind: str) -> tuple[dict, dict]:
+    """(header, raw trees) of a file of the given kind, or a ModelFileError saying why not."""
+    path = file_of(path, kind)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     payload = _read_payload(path, kind)

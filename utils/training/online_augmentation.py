@@ -26,7 +26,7 @@ so a run is reproducible and resumes bit for bit. Evaluation never augments.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,8 @@ ERASE_AREA = (0.02, 0.25)  # fraction of the image an erased rectangle covers
 ERASE_ASPECT = (0.3, 1 / 0.3)  # height / width of the rectangle, log-uniform
 # Folded into the step's key for augmentation, apart from the network's dropout/noise keys.
 AUGMENT_STREAM = 0x41554721
+# The parts of the one affine warp: they keep the image's size and are applied first.
+WARP_PARTS = ("rotate", "scale", "shift")
 
 
 class AugmentError(ValueError):
@@ -75,6 +77,13 @@ class Augmentation:
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return (self.crop_to, self.crop_to) if self.crop_to else (height, width)
+
+    def split_warp(self) -> tuple["Augmentation", "Augmentation"]:
+        """(the affine warp's parts, every other part): augmenting with the first, then the
+        second, with the same key is this augmentation bit for bit (each part draws from its
+        own stream), so a distillation teacher can see the warped image before the rest."""
+        warp = {name: getattr(self, name) for name in WARP_PARTS}
+        return Augmentation(**warp), replace(self, **{name: 0.0 for name in WARP_PARTS})
 
 
 # part -> (check of its value, what it expects): the value as given -> the stored value

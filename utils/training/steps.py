@@ -1,7 +1,8 @@
 """The compiled steps of training and evaluation, and the state they carry.
 
 ``Steps`` builds, once per experiment, the only compiled functions a network needs:
-``train`` (the batch prepared as the ``Objective`` says, forward in train mode, backward,
+``train`` (the batch prepared as the ``Objective`` says, with ``distillation`` the teachers'
+softened outputs on it (``utils.training.distillation``), forward in train mode, backward,
 optimiser update and, with ``ema_decay``, the moving average of the weights), ``eval``
 (forward in test mode on the plain view) and ``eval_views`` (on every test-time view,
 ``utils.training.views``), plus ``batch_stats`` (a deterministic train-mode
@@ -23,6 +24,7 @@ from utils.nn import precision
 
 from utils import rna
 from utils.nn.losses import errors
+from utils.training.distillation import Distillation
 from utils.training.objective import Objective, data_cost, prepare_batch
 from utils.training.views import OnlineViews
 
@@ -47,11 +49,14 @@ def key_data(seed_or_key) -> jax.Array:
 
 class Steps:
     """``dtype``: the compute dtype, float32 or bfloat16 (mixed precision, ``utils.nn.precision``);
-    parameters, optimiser state and BN statistics are float32 either way."""
+    parameters, optimiser state and BN statistics are float32 either way. ``distillation``:
+    the teachers and the distilled cost; ``teacher_trees``: each teacher's (params, bn_state),
+    passed to every train step."""
 
     def __init__(self, network, optimizer, schedule, *, L1_reg=0.0, L2_reg=0.0,
                  bn_stats="population", bn_momentum=0.99, objective: Objective = Objective(),
-                 views: OnlineViews = OnlineViews(), dtype="float32", ema_decay=0.0):
+                 views: OnlineViews = OnlineViews(), dtype="float32", ema_decay=0.0,
+                 distillation: Distillation | None = None, teacher_trees=()):
         if bn_stats not in ("population", "ema"):
             raise ValueError(f"bn_stats must be 'population' or 'ema', got {bn_stats!r}")
         self.dtype = precision.compute_dtype(dtype)
@@ -65,8 +70,15 @@ class Steps:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
         self.ema_decay = float(ema_decay)
         self.n_classes = network.options.get("n_classes", 7)
+        # Distillation's teachers: their (params, bn_state), placed by the caller (replicated
+        # over the devices), are an argument of every train step, never part of its state.
+        self.distillation, self.teacher_trees = distillation, teacher_trees
         self.traces = Counter()
         self.train = jax.jit(self._train_step, donate_argnums=0)
+        if distillation is not None:
+            compiled = self.train
+            self.train = lambda state, x, y, targets=None: compiled(state, x, y, targets,
+                                                                    self.teacher_trees)
         self.eval = jax.jit(self._eval_step)
         self.eval_views = jax.jit(self._eval_views_step)
         self.batch_stats = jax.jit(self._batch_stats)
@@ -91,20 +103,25 @@ class Steps:
         return state.ema_params if self.ema_decay else state.params
 
     # ---- compiled bodies (Python runs once per trace) --------------------------------------
-    def _train_step(self, state: TrainState, x, y, targets=None):
+    def _train_step(self, state: TrainState, x, y, targets=None, teacher_trees=()):
         self.traces["train"] += 1
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        x, labels, distribution = prepare_batch(self.objective, key, x, y, targets,
-                                                self.n_classes)
+        if self.distillation is None:
+            x, labels, distribution = prepare_batch(self.objective, key, x, y, targets,
+                                                    self.n_classes)
+            soft = None
+        else:
+            x, labels, distribution, soft = self.distillation.prepare_batch(
+                self.objective, teacher_trees, key, x, y, targets, self.n_classes, self.dtype)
 
         def cost_fn(params):
             logits, batch_states = self.network.apply(params, state.bn_state, x, train=True,
                                                       key=key, dtype=self.dtype)
-            nll = data_cost(self.objective, logits, labels, distribution)
+            nll, parts = self._data_cost(logits, labels, distribution, soft)
             cost = nll + rna.l1_l2_penalty(params, self.L1_reg, self.L2_reg)
-            return cost, (batch_states, nll, errors(logits, labels))
+            return cost, (batch_states, nll, errors(logits, labels), parts)
 
-        (cost, (batch_states, nll, error)), grads = jax.value_and_grad(
+        (cost, (batch_states, nll, error, parts)), grads = jax.value_and_grad(
             cost_fn, has_aux=True)(state.params)
         epoch = state.step.astype(jnp.float32) / state.epoch_length
         learning_rate = self.schedule(epoch) * state.lr_scale
@@ -117,8 +134,15 @@ class Steps:
         new_state = state._replace(params=params, bn_state=bn_state, opt_state=opt_state,
                                    step=state.step + 1,
                                    ema_params=self._moving_average(state, params))
-        metrics = {"cost": cost, "nll": nll, "error": error, "learning_rate": learning_rate}
+        metrics = {"cost": cost, "nll": nll, "error": error, "learning_rate": learning_rate,
+                   **parts}
         return new_state, metrics
+
+    def _data_cost(self, logits, labels, distribution, soft):
+        """(the data term, its parts: distillation's hard cost and KL; none without it)."""
+        if soft is None:
+            return data_cost(self.objective, logits, labels, distribution), {}
+        return self.distillation.cost(self.objective, logits, labels, distribution, soft)
 
     def _moving_average(self, state: TrainState, params):
         """ema <- d ema + (1 - d) params, with d = min(ema_decay, (1 + t) / (10 + t)) after
