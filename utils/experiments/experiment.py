@@ -56,7 +56,8 @@ class Experiment:
         self.optimizer, self.plateau, self.steps = training_steps(config, self.network,
                                                                  self.info, self.class_weights)
         self.phases = methodology.phases(config)
-        self.events = EventLog(self.folder.path, self.phases, enabled=config["tensorboard"])
+        self.events = EventLog(self.folder.path, self.phases,  # process 0 writes the files
+                               enabled=config["tensorboard"] and self.folder.writes_files)
         self.batches_per_epoch = 0  # of the epoch being trained (the step costs' steps)
         self.root_key = jax.random.key(config["seed"])
         self.initial = self._initial_parameters()
