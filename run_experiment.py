@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ctrl_c_unwinds()  # from here a Ctrl-C unwinds, so a dataset being built is cleaned up
     host_tuning.apply()
     try:
-        config = resolve(parse_command_line(argv))
+        config = resolve(parse_command_line(argv), "from the command line")
         start_distributed(config)
         experiment = Experiment(config)
     except (ValueError, DatasetError, model_io.ModelFileError) as err:

@@ -7,6 +7,8 @@ Two modes yield bit-identical batches in the same order for the same (seed, epoc
   batches deep), scales it in numpy and puts it on the device.
 Multi-host data parallelism: with process_count > 1 each process yields only its contiguous share
 of every global batch; with `sharding` the shares are assembled into global arrays.
+sampler='balanced' (training only) replaces the epoch's permutation by class-balanced batches
+(``loaders.sampler``), as reproducible from (seed, epoch).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from loaders.hdf5 import (dataset_info, open_dataset, read_split, read_targets,
                           read_test_aug_source_index, read_usage, read_votes, split_group)
+from loaders.sampler import balanced_order
 
 __all__ = ["Batch", "BatchLoader", "dataset_info", "read_split", "read_targets",
            "read_test_aug_source_index", "read_usage", "read_votes", "scale_pixels"]
@@ -65,7 +68,13 @@ class BatchLoader:
     def __init__(self, path: str | os.PathLike, split: str, batch_size: int, *,
                  shuffle: bool = True, seed: int = 0, shared: bool = False,
                  drop_remainder: bool = True, prefetch: int = 2, process_index: int = 0,
-                 process_count: int = 1, sharding: jax.sharding.Sharding | None = None):
+                 process_count: int = 1, sharding: jax.sharding.Sharding | None = None,
+                 sampler: str | None = None):
+        if sampler not in (None, "balanced"):
+            raise ValueError(f"sampler must be None or 'balanced', got {sampler!r}")
+        if sampler and not (shuffle and drop_remainder):
+            raise ValueError("sampler='balanced' orders training batches: it needs shuffle=True "
+                             "and drop_remainder=True")
         _check_whole("seed", seed, minimum=0)
         _check_whole("prefetch", prefetch, minimum=0)
         _check_whole("process_count", process_count, minimum=1)
@@ -92,7 +101,7 @@ class BatchLoader:
                              f"({self.n_examples} images): drop_remainder=True would yield "
                              f"no batch")
         self.path, self.split, self.batch_size = path, split, batch_size
-        self.shuffle, self.seed, self.shared = shuffle, seed, shared
+        self.shuffle, self.seed, self.shared, self.sampler = shuffle, seed, shared, sampler
         self.drop_remainder, self.prefetch, self.sharding = drop_remainder, prefetch, sharding
         self.process_index, self.process_count = process_index, process_count
         self.n_batches = (self.n_examples // batch_size if drop_remainder
@@ -106,7 +115,10 @@ class BatchLoader:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The permutation of the split used in `epoch`: default_rng([seed, epoch]), so a resumed
-        run reproduces it; the identity when shuffle=False."""
+        run reproduces it; the identity when shuffle=False; with sampler='balanced', the rows of
+        the epoch's class-balanced batches."""
+        if self.sampler == "balanced":
+            return balanced_order(self._labels, self.batch_size, self.n_batches, self.seed, epoch)
         if not self.shuffle:
             return np.arange(self.n_examples)
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_examples)

@@ -156,6 +156,17 @@ def read_targets(path: str | os.PathLike, split: str) -> np.ndarray:
     return _read_ferplus_column(path, split, "targets")
 
 
+def class_frequencies(path: str | os.PathLike, split: str) -> np.ndarray:
+    """float64 [K]: images per class in a split; where the split stores training targets
+    (FER+), the sum of their distributions (a soft count)."""
+    with open_dataset(path) as file:
+        group = split_group(file, split)
+        if "targets" in group:
+            return group["targets"][...].astype(np.float64).sum(axis=0)
+        n_classes = len(file.attrs["class_names"])
+        return np.bincount(group["labels"][...], minlength=n_classes).astype(np.float64)
+
+
 def read_votes(path: str | os.PathLike, split: str) -> np.ndarray:
     """uint8 [N, 10]: each image's raw FER+ votes (the 8 classes, unknown, not a face)."""
     return _read_ferplus_column(path, split, "votes")

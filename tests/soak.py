@@ -9,7 +9,8 @@ save), SIGTERM or SIGINT (a checkpoint at the current mini-batch), up to --max-k
 each new start uses resume=True when the folder holds a checkpoint. All runs share one
 registry. At the end, every run must have finished (exit 0) with exactly one registry row,
 and its model must equal, bit for bit, the model of the same configuration run once without
-interruption; the registry must be well-formed and no lock or partial file may be left.
+interruption; the registry must be well-formed and no lock or partial file may be left; its
+TensorBoard event file must hold exactly one point per epoch of its history for each scalar.
 Prints the figures and exits 1 if anything is wrong. The README quotes a run of it.
 """
 from __future__ import annotations
@@ -31,10 +32,12 @@ if __name__ == "__main__":  # run from anywhere: this checkout's modules, not an
     sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 import numpy as np  # noqa: E402
+from event_files import assert_one_point_per_epoch  # noqa: E402
 from launcher_support import PROJECT, quick_config  # noqa: E402
 from test_resume import command, environment, final_model  # noqa: E402
 
 from loaders.sample import ensure_sample_dataset  # noqa: E402
+from utils.models import model_io  # noqa: E402
 
 SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)  # half are KILLs
 SEEDS = (0, 1)  # runs alternate between two configurations, each with its own reference
@@ -127,6 +130,17 @@ def same_model(a, b) -> bool:
             and all(results_a[k] == results_b[k] for k in keys))
 
 
+def events_follow_history(folder: Path) -> bool:
+    """One event file, one point per epoch of the saved model's history for each scalar."""
+    try:
+        header, _ = model_io.load(folder, model_io.MODEL_FORMAT)
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+        assert_one_point_per_epoch(folder, header["history"])
+    except (AssertionError, model_io.ModelFileError):
+        return False
+    return True
+
+
 def leftovers(root: Path) -> list[str]:
     """Lock files and partial (temporary) files anywhere under the soak folder."""
     return sorted(str(p) for p in root.rglob(".*") if p.name.endswith(".lock")
@@ -161,7 +175,9 @@ def check(records: list[RunRecord], registry: Path, expected: dict[int, tuple],
             "rows": len(rows), "runs_without_exactly_one_row":
                 sorted(name for name, n in per_run.items() if n != 1),
             "registry_well_formed": well_formed, "mismatches": len(mismatches),
-            "mismatched_runs": mismatches, "leftover_files": leftovers(root)}
+            "mismatched_runs": mismatches, "leftover_files": leftovers(root),
+            "runs_with_wrong_event_files": sorted(r.name for r in records
+                                                  if not events_follow_history(r.folder))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures, indent=2))
     good = (figures["finished"] == figures["runs"] == figures["rows"]
             and not figures["runs_without_exactly_one_row"] and figures["registry_well_formed"]
-            and figures["mismatches"] == 0 and not figures["leftover_files"])
+            and figures["mismatches"] == 0 and not figures["leftover_files"]
+            and not figures["runs_with_wrong_event_files"])
     print("soak passed" if good else "soak FAILED")
     return 0 if good else 1
 

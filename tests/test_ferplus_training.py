@@ -10,7 +10,9 @@ from launcher_support import quick_config
 from loaders_testdata import SAMPLE_CSV, sample_lines
 
 import run_experiment as launcher
+from loaders.batches import BatchLoader
 from loaders.build_dataset import build_dataset
+from loaders.hdf5 import read_split, read_targets
 from loaders.ferplus import CLASS_NAMES as FERPLUS_NAMES
 from mlp.networks import build_mlp
 from utils import evaluate
@@ -104,3 +106,20 @@ def test_predict_names_the_ferplus_classes(ferplus_run, tmp_path, capsys):
     assert [name for name in header if name.startswith("p_")] == [
         f"p_{name}" for name in FERPLUS_NAMES]
     assert "contempt" in capsys.readouterr().out  # the frequency table lists all 8
+
+
+def test_balanced_weights_and_sampler_on_soft_targets(ferplus_run, tmp_path):
+    # FER+ crossentropy targets: a class's frequency is the sum of its share of every
+    # training image's distribution, so the weights are N / (K sum_i t_ik); the sampler
+    # balances each image's stored (peak) label.
+    _, dataset, _ = ferplus_run
+    targets, (_, labels) = read_targets(dataset, "train"), read_split(dataset, "train")
+    soft = targets.astype(np.float64).sum(axis=0)
+    assert not np.allclose(soft, np.bincount(labels, minlength=8))  # soft, not the labels
+    results = launcher.run_experiment(**quick_config(
+        tmp_path, dataset, val=False, n_epochs=1, anneal_epochs=0, batch_size=48,
+        class_weights="balanced", sampler="balanced"))
+    assert results["class_weights"] == pytest.approx(len(targets) / (8 * soft))
+    with BatchLoader(dataset, "train", 48, sampler="balanced") as loader:
+        for batch in loader.batches(0):
+            assert np.bincount(np.asarray(batch.y), minlength=8).tolist() == [6] * 8

@@ -106,13 +106,14 @@ def test_the_built_in_sample_runs_fewer_epochs_unless_told_otherwise():
     ({"cutmix": "big"}, r"cutmix must be a number >= 0, got 'big'"),
     ({"label_smoothing": 1.5}, r"label_smoothing must be a number in \[0, 1\), got 1.5"),
     ({"weight_decay": -0.1}, r"weight_decay must be a number >= 0, got -0.1"),
-    ({"warmup_epochs": 10, "n_epochs": 10}, r"warmup_epochs=10 is not shorter than the run "
-                                            r"\(n_epochs=10\)"),
+    ({"warmup_epochs": 10, "n_epochs": 10}, r"warmup_epochs=10 \(given\) is not shorter than "
+                                            r"the run, n_epochs=10 \(given\)"),
     ({"lr_schedule": "cosin"}, r"got 'cosin' \(did you mean 'cosine'\?\)"),
     ({"recipe": "thesys"}, r"recipe must be one of .* got 'thesys' \(did you mean 'thesis'\?\)"),
     ({"augment": "crop:-1"}, r"augment: crop must be a whole number of padding pixels"),
     ({"ema_decay": 1.0}, r"ema_decay must be a number in \[0, 1\), got 1.0"),
-    ({"ema_decay": 0.999, "bn_stats": "ema"}, r"ema_decay=0.999 needs bn_stats='population'"),
+    ({"ema_decay": 0.999, "bn_stats": "ema"}, r"ema_decay=0.999 \(given\) needs "
+                                               r"bn_stats='population'"),
 ])
 def test_impossible_keywords_are_refused(keywords, message):
     with pytest.raises(KeywordError, match=message):
@@ -120,7 +121,9 @@ def test_impossible_keywords_are_refused(keywords, message):
 
 
 @pytest.mark.parametrize("keywords,message", [
-    ({"p_dropConv": [0.1, 0.2]}, r"p_dropConv has 2 values but network tiny has 1 conv layers"),
+    ({"p_dropConv": [0.1, 0.2]}, r"p_dropConv=\[0.1, 0.2\] \(from the command line\) has 2 "
+                                 r"values but network tiny_net:tiny \(from the command line\) "
+                                 r"has 1 conv layers: give 1 value, or leave p_dropConv out"),
     ({"p_drop": 1.0}, r"p_drop must be a drop probability in \[0, 1\), got 1.0"),
     ({"im_dim": [42, 42]}, r"im_dim=\[42, 42\] but .*sample_mirror.h5 holds 48x48 images"),
     ({"network": "E"}, r"unknown network 'E'"),

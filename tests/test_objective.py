@@ -154,3 +154,58 @@ def test_the_data_cost_without_any_distribution_is_the_thesis_nll():
     y = jnp.asarray(RNG.integers(0, K, size=5))
     assert float(data_cost(Objective(), logits, y, None)) == float(
         losses.negative_log_likelihood(logits, y))
+
+
+# ---- class weights ---------------------------------------------------------------------------
+WEIGHTS = (0.5, 3.0, 1.0, 0.25, 2.0, 1.0, 0.75)
+
+
+def test_class_weights_scale_each_labels_cost_by_its_weight():
+    x = RNG.uniform(size=(8, 6, 6, 1)).astype(np.float32)
+    y = np.array([0, 1, 1, 3, 4, 6, 2, 1], np.int32)
+    net, params, bn_state, _, metrics = one_step(Objective(class_weights=WEIGHTS), x, y)
+    log_p = numpy_log_softmax(logits_of(net, params, bn_state, x))
+    w = np.asarray(WEIGHTS)
+    want = (w[y] * -log_p[np.arange(8), y]).mean()  # a mean over images, not over weights
+    assert float(metrics["nll"]) == pytest.approx(want, rel=1e-5)
+
+
+def test_class_weights_on_soft_targets_weigh_each_class_term():
+    # -mean_i sum_k w_k t_ik log p_ik: FER+ distributions and smoothed labels alike, what
+    # sampling each image's label from its target would weigh on average.
+    logits = RNG.normal(size=(6, K)).astype(np.float32)
+    targets = RNG.dirichlet(np.ones(K), size=6).astype(np.float32)
+    log_p, w = numpy_log_softmax(logits), np.asarray(WEIGHTS)
+    weighted = Objective(targets="distribution", class_weights=WEIGHTS)
+    got = float(data_cost(weighted, jnp.asarray(logits), None, jnp.asarray(targets)))
+    assert got == pytest.approx(-(w * targets * log_p).sum(axis=1).mean(), rel=1e-5)
+    y = targets.argmax(axis=1)
+    smoothed = np.full((6, K), 0.1 / K) + 0.9 * np.eye(K)[y]
+    _, labels, distribution = prepare_batch(Objective(label_smoothing=0.1,
+                                                      class_weights=WEIGHTS),
+                                            jax.random.key(0), jnp.asarray(np.zeros((6, 2, 2, 1),
+                                                                                   np.float32)),
+                                            jnp.asarray(y), None, K)
+    got = float(data_cost(Objective(label_smoothing=0.1, class_weights=WEIGHTS),
+                          jnp.asarray(logits), labels, distribution))
+    assert got == pytest.approx(-(w * smoothed * log_p).sum(axis=1).mean(), rel=1e-5)
+
+
+def test_class_weights_in_multi_target_weigh_the_class_the_maximum_picks():
+    logits = RNG.normal(size=(6, 8)).astype(np.float32)
+    marked = (0.999 * (RNG.uniform(size=(6, 8)) > 0.6) + 0.001).astype(np.float32)
+    weights = (1.0, 2.0, 0.5, 1.5, 1.0, 4.0, 3.0, 0.25)
+    p = np.exp(numpy_log_softmax(logits))
+    picked = (marked * p).argmax(axis=1)
+    want = (np.asarray(weights)[picked] * -np.log((marked * p).max(axis=1))).mean()
+    got = data_cost(Objective(targets="multi_target", class_weights=weights),
+                    jnp.asarray(logits), None, jnp.asarray(marked))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_unit_class_weights_give_the_unweighted_cost():
+    logits = jnp.asarray(RNG.normal(size=(5, K)).astype(np.float32))
+    y = jnp.asarray(RNG.integers(0, K, size=5))
+    ones = Objective(class_weights=(1.0,) * K)
+    assert float(data_cost(ones, logits, y, None)) == pytest.approx(
+        float(data_cost(Objective(), logits, y, None)), rel=1e-6)

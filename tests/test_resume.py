@@ -2,8 +2,9 @@
 
 Each run is a real subprocess of the launcher, killed (SIGKILL: no chance to save) during the
 entropy-point search, stopped (SIGTERM: checkpoint mid-epoch) during the retraining, and
-resumed with the same command plus resume=True. A distilled run resumes the same way, and
-only with its own teachers' files.
+resumed with the same command plus resume=True. Its TensorBoard event files then read back
+(tensorboard's reader) with exactly one point per epoch, as the uninterrupted run's do. A
+distilled run resumes the same way, and only with its own teachers' files.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from event_files import assert_one_point_per_epoch, raw_points
 from launcher_support import PROJECT, TESTS, quick_config, train_teacher
 
 from loaders.sample import ensure_sample_dataset
@@ -111,6 +113,20 @@ def test_killed_and_stopped_runs_resume_to_the_uninterrupted_result(sample, tmp_
 
     run_to_end(resumed)
     assert_same_run(final_model(tmp_path / "interrupted" / "run"), expected)
+    assert_same_events(tmp_path / "interrupted" / "run", tmp_path / "reference" / "run")
+
+
+def assert_same_events(resumed_dir, reference_dir):
+    """One event file, one point per epoch and step, the same tags, steps and values (the
+    model is bit for bit the same) as the uninterrupted run's."""
+    header, _ = model_io.load(resumed_dir, model_io.MODEL_FORMAT)
+    assert len(list(resumed_dir.glob("events.out.tfevents.*"))) == 1
+    assert_one_point_per_epoch(resumed_dir, header["history"])
+    resumed, reference = raw_points(resumed_dir), raw_points(reference_dir)
+    assert sorted(resumed) == sorted(reference)
+    for tag in reference:
+        if "seconds" not in tag:  # times differ; everything else is the same run's
+            assert [p[:2] for p in resumed[tag]] == [p[:2] for p in reference[tag]], tag
 
 
 def test_device_resident_training_set_gives_the_same_run_as_streaming(sample, tmp_path):
@@ -132,14 +148,15 @@ def reference_and_killed_run(sample, tmp_path, keywords: dict):
     return final_model(tmp_path / "reference" / "run"), config
 
 
-def test_a_run_with_every_modern_keyword_resumes_bit_for_bit(sample, tmp_path):
+def test_a_run_with_every_modern_and_imbalance_keyword_resumes_bit_for_bit(sample, tmp_path):
     modern = dict(augment="rotate:10,scale:0.1,shift:1,crop:2,flip,brightness:0.1,contrast:0.1,"
                           "erase:0.5", mixup=0.2, cutmix=0.5, label_smoothing=0.1,
                   weight_decay=1e-3, lr_schedule="cosine", warmup_epochs=1, optimizer="nesterov",
-                  ema_decay=0.95)
+                  ema_decay=0.95, class_weights="balanced", sampler="balanced")
     expected, config = reference_and_killed_run(sample, tmp_path, modern)
     run_to_end({**config, "resume": True})
     assert_same_run(final_model(tmp_path / "interrupted" / "run"), expected)
+    assert_same_events(tmp_path / "interrupted" / "run", tmp_path / "reference" / "run")
 
 
 def test_a_distilled_run_resumes_bit_for_bit_and_only_with_its_teachers(sample, tmp_path):

@@ -28,18 +28,44 @@ def split_errors(prefix: str, logits: np.ndarray, labels: np.ndarray,
     return out
 
 
+def per_class_recall(labels: np.ndarray, predictions: np.ndarray, usage: np.ndarray,
+                     class_names: list[str]) -> dict:
+    """{"all", "PublicTest", "PrivateTest": {class name: recall}}: the fraction of each class's
+    test images predicted as that class (None for a class without images there); a split
+    without images is None."""
+    out = {}
+    for name, mask in [("all", np.ones(len(labels), bool))] + [(s, usage == s)
+                                                               for s in TEST_SPLITS]:
+        if not mask.any():
+            out[name] = None
+            continue
+        n = np.bincount(labels[mask], minlength=len(class_names))
+        right = np.bincount(labels[mask][predictions[mask] == labels[mask]],
+                            minlength=len(class_names))
+        out[name] = {c: (float(right[k] / n[k]) if n[k] else None)
+                     for k, c in enumerate(class_names)}
+    return out
+
+
 def results_on_test(logits: np.ndarray, labels: np.ndarray, usage: np.ndarray,
                  view_logits: np.ndarray | None = None,
-                 view_source_index: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+                 view_source_index: np.ndarray | None = None,
+                 class_names: list[str] | None = None) -> tuple[dict, np.ndarray]:
     """(results, predictions): the plain test, and the augmented test when each test image's
     views are given (their pre-softmax outputs summed per image, the thesis's rule). The
-    predictions are the augmented test's when there is one."""
+    predictions are the augmented test's when there is one. With ``class_names``, each
+    test's recall per class and split too: results["per_class_recall"]["test" | "aug_test"]."""
     results = split_errors("test", logits, labels, usage)
     predictions = logits.argmax(axis=1)
+    recall = {"test": predictions}
     if view_logits is not None:
         summed = summed_view_logits(view_logits, view_source_index, len(labels))
         results.update(split_errors("aug_test", summed, labels, usage))
-        predictions = summed.argmax(axis=1)
+        predictions = recall["aug_test"] = summed.argmax(axis=1)
+    if class_names is not None:
+        results["per_class_recall"] = {test: per_class_recall(labels, predicted, usage,
+                                                              class_names)
+                                       for test, predicted in recall.items()}
     return results, predictions
 
 

@@ -64,8 +64,25 @@ def print_summary(r: dict, network_name: str, dataset_name: str, config: dict) -
             log(f"  {label:20} {_percent(r[f'{prefix}_error'])} "
                 f"{_percent(r[f'{prefix}_error_PublicTest']):>11} "
                 f"{_percent(r[f'{prefix}_error_PrivateTest']):>11}")
+    print_recall(r)
     log(f"  training time {r['train_seconds']:.1f} s ({r['seconds_per_epoch']:.1f} s per "
         f"epoch, {sum(r['epochs'].values())} epochs: " +
         ", ".join(f"{k} {v}" for k, v in r["epochs"].items()) + ")")
+    events = ", TensorBoard event files" if config.get("tensorboard") else ""
     log(f"  saved in {config['savename']}: model.msgpack, history.csv, cost.png, "
-        f"confusion.png, results.json; registry row in {config['registry']}")
+        f"confusion.png, results.json{events}; registry row in {config['registry']}")
+
+
+def print_recall(r: dict) -> None:
+    """Recall per class (the augmented test's when there is one), all / PublicTest / PrivateTest."""
+    recall = r.get("per_class_recall")
+    if not recall:
+        return
+    test = "aug_test" if "aug_test" in recall else "test"
+    log(f"  recall per class ({'augmented test' if test == 'aug_test' else 'test'}):")
+    by_split = recall[test]
+    for name in r["class_names"]:
+        figures = [None if by_split[s] is None else by_split[s][name]
+                   for s in ("all", "PublicTest", "PrivateTest")]
+        log(f"    {name:18} {_percent(figures[0])} {_percent(figures[1]):>11} "
+            f"{_percent(figures[2]):>11}")

@@ -25,6 +25,7 @@ from utils.models import model_io
 from utils.nn.losses import cost_and_error
 from utils.experiments.methodology import Phase, Progress
 from utils.support.parallel import data_parallel, host_copy, host_scalar
+from utils.experiments.event_log import EventLog
 from utils.experiments.records import code_version
 from utils.experiments.run_end import finish_run
 from utils.experiments.run_folder import (ENTROPY_POINT, RunFolder, check_same_dataset,
@@ -46,7 +47,8 @@ class NonFiniteCost(RuntimeError):
 
 class Experiment:
     def __init__(self, given: dict):
-        self.config, self.dataset, self.info, self.network = define_run(given)
+        (self.config, self.dataset, self.info, self.network,
+         self.class_weights) = define_run(given)
         config = self.config
         self.parallel = data_parallel(config["devices"], config["batch_size"])
         self.folder = RunFolder(config["savename"],
@@ -54,8 +56,12 @@ class Experiment:
         self.has_test_aug = self.info["split_sizes"].get("test_aug", 0) > 0
         self.teachers = load_teachers(config, self.info, place=self.parallel.replicate)
         self.optimizer, self.plateau, self.steps = training_steps(config, self.network,
-                                                                 self.info, self.teachers)
+                                                                 self.info, self.class_weights,
+                                                                 self.teachers)
         self.phases = methodology.phases(config)
+        self.events = EventLog(self.folder.path, self.phases,  # process 0 writes the files
+                               enabled=config["tensorboard"] and self.folder.writes_files)
+        self.batches_per_epoch = 0  # of the epoch being trained (the step costs' steps)
         self.root_key = jax.random.key(config["seed"])
         self.initial = self._initial_parameters()
         self.progress = Progress()
@@ -91,7 +97,8 @@ class Experiment:
                 self.dataset, split, self.config["batch_size"], shuffle=training,
                 seed=self.config["seed"], shared=self.config["trainShared"] and training,
                 drop_remainder=training, process_index=self.parallel.process_index,
-                process_count=self.parallel.process_count, sharding=self.parallel.batch)
+                process_count=self.parallel.process_count, sharding=self.parallel.batch,
+                sampler=self.config["sampler"] if training else None)
         return self.loaders[name]
 
     def close_loaders(self) -> None:
@@ -148,6 +155,8 @@ class Experiment:
     def _run_in_folder(self) -> dict:
         if self.folder.prepare(resume=self.config["resume"], overwrite=self.config["overwrite"]):
             self._restore()
+        if self.folder.writes_files:
+            self.events.start(self.progress)  # the event files anew, from the checkpoint
         console.print_header(self.config, self.info, self.network,
                              self.parallel.mesh.devices.ravel(), self.folder.path)
         if self.teachers is not None:
@@ -171,6 +180,7 @@ class Experiment:
             raise
         finally:
             self.close_loaders()
+            self.events.close()
 
     def _run_phase(self, phase: Phase) -> None:
         p = self.progress
@@ -189,6 +199,8 @@ class Experiment:
             row["epoch_seconds"] = round(seconds, 3)
             p.train_seconds += seconds
             p.history.append(row)
+            p.epoch_walltimes.append(time.time())
+            self.events.epoch(p.history, p.epoch_walltimes[-1])
             console.print_epoch(row, phase)
             p.epoch += 1
             p.batch, p.sums = 0, [0.0, 0.0, 0]
@@ -222,6 +234,7 @@ class Experiment:
                    desc=f"{phase.name} epoch {p.epoch + 1}",
                    disable=None if show is None else not show, file=sys.stderr)
         batches = loader.batches(self._data_epoch(), start_batch=p.batch)
+        self.batches_per_epoch = loader.n_batches
         unread = []  # (metrics, batch number) of dispatched steps whose metrics are unread
         try:
             for batch in batches:
@@ -263,6 +276,11 @@ class Experiment:
                 f"batch {batch_number}: stopping; {kept}. A lower learning_rate (now "
                 f"{self.config['learning_rate']:g}) or batch_norm=True usually cures this")
         p.sums = [p.sums[0] + cost, p.sums[1] + error, p.sums[2] + 1]
+        step = self._data_epoch() * self.batches_per_epoch + batch_number  # along the training
+        if step % self.config["tensorboard_every"] == 0:
+            p.step_costs.append([methodology.chain_of(self.phases, phase.name), step, cost,
+                                 time.time()])
+            self.events.step_cost(*p.step_costs[-1])
         bar.update(1)
         bar.set_postfix(cost=f"{p.sums[0] / p.sums[2]:.4f}")
 

@@ -9,23 +9,23 @@ work starts, so a typo costs a second, not an epoch.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from utils.training import online_augmentation
-
-from utils.nn import precision
 from utils.support.names import closest_name
-from utils.nn.network import check_hidden_sizes
 from utils.training.optim import OPTIMIZERS, SCHEDULES
-from utils.experiments.recipes import RECIPES, SAMPLE_RECIPE, recipe_for
-from utils.rna import get_activation
-from utils.experiments.setting_ranges import setting_problem
-
-
-class KeywordError(ValueError):
-    """A keyword argument the launcher refuses."""
+from utils.experiments.keyword_checks import (
+    KeywordError, activation_name, augment_spec, below_one, boolean, class_weights,
+    compute_dtype_name, conv_dropout, device_count, fraction, hidden_sizes, image_size, momentum,
+    model_paths, non_negative_int, non_negative_number, one_of, optional_path,
+    optional_positive_int, positive_int, positive_number, sampler_name, settings_dict,
+    unit_interval)
+from utils.experiments.recipes import (RECIPES, SAMPLE_RECIPE, KeywordSources,
+                                      fit_conv_dropout, recipe_for)
+from utils.models.networks import get_network
+from utils.training import online_augmentation
 
 
 @dataclass(frozen=True)
@@ -34,158 +34,6 @@ class Keyword:
     default: Any
     meaning: str
     check: Callable[[str, Any], Any] | None = None  # returns the normalised value or raises
-
-
-# ---- checks ---------------------------------------------------------------------------------
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def positive_int(name, v):
-    if not _is_int(v) or v <= 0:
-        raise KeywordError(f"{name} must be a positive integer, got {v!r}")
-    return v
-
-
-def non_negative_int(name, v):
-    if not _is_int(v) or v < 0:
-        raise KeywordError(f"{name} must be an integer >= 0, got {v!r}")
-    return v
-
-
-def optional_positive_int(name, v):
-    return None if v is None else positive_int(name, v)
-
-
-def positive_number(name, v):
-    if not _is_number(v) or v <= 0:
-        raise KeywordError(f"{name} must be a number > 0, got {v!r}")
-    return float(v)
-
-
-def non_negative_number(name, v):
-    if not _is_number(v) or v < 0:
-        raise KeywordError(f"{name} must be a number >= 0, got {v!r}")
-    return float(v)
-
-
-def fraction(name, v):
-    if not _is_number(v) or not 0 < v <= 1:
-        raise KeywordError(f"{name} must be a number in (0, 1], got {v!r}")
-    return float(v)
-
-
-def momentum(name, v):
-    if not _is_number(v) or not 0 <= v < 1:
-        raise KeywordError(f"{name} must be a number in [0, 1), got {v!r}")
-    return float(v)
-
-
-def boolean(name, v):
-    if not isinstance(v, bool):
-        raise KeywordError(f"{name} must be True or False, got {v!r}")
-    return v
-
-
-def optional_path(name, v):
-    if v is not None and (not isinstance(v, str) or not v):
-        raise KeywordError(f"{name} must be a file path, got {v!r}")
-    return v
-
-
-def one_of(*choices):
-    def check(name, v):
-        if v not in choices:
-            raise KeywordError(f"{name} must be one of {', '.join(map(repr, choices))}, got "
-                               f"{v!r}{closest_name(v, choices)}")
-        return v
-    return check
-
-
-def activation_name(name, v):
-    try:
-        return get_activation(v).name
-    except ValueError as err:
-        raise KeywordError(f"{name}: {err}") from None
-
-
-def hidden_sizes(name, v):
-    try:
-        return list(check_hidden_sizes(v))
-    except ValueError as err:
-        raise KeywordError(str(err)) from None
-
-
-def conv_dropout(name, v):
-    if v is None:
-        return None
-    if not isinstance(v, (list, tuple)):
-        raise KeywordError(f"{name} must be a list of drop probabilities, one per conv layer, "
-                           f"got {v!r}")
-    return list(v)
-
-
-def image_size(name, v):
-    if v is None:
-        return None
-    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(d) and d > 0
-                                                                  for d in v)):
-        raise KeywordError(f"{name} must be [height, width], e.g. [48, 48], got {v!r}")
-    return list(v)
-
-
-def settings_dict(name, v):
-    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-        raise KeywordError(f"{name} must be a dict of settings, e.g. {{'momentum': 0.9}}, "
-                           f"got {v!r}")
-    problem = setting_problem(name, v)
-    if problem:
-        raise KeywordError(problem)
-    return dict(v)
-
-
-def augment_spec(name, v):
-    """The canonical 'crop:4,flip,...' string (None when off), or the parser's refusal."""
-    try:
-        return online_augmentation.parse(v, name).spec() or None
-    except online_augmentation.AugmentError as err:
-        raise KeywordError(str(err)) from None
-
-
-def unit_interval(name, v):
-    if not _is_number(v) or not 0 <= v <= 1:
-        raise KeywordError(f"{name} must be a number in [0, 1], got {v!r}")
-    return float(v)
-
-
-def model_paths(name, v):
-    paths = [v] if isinstance(v, str) else v
-    if v is not None and not (isinstance(paths, (list, tuple)) and paths
-                              and all(isinstance(p, str) and p for p in paths)):
-        raise KeywordError(f"{name} must be a saved model (a model.msgpack or its run folder) "
-                           f"or a list of them, got {v!r}")
-    return None if v is None else list(paths)
-
-
-def below_one(name, v):
-    if not _is_number(v) or not 0 <= v < 1:
-        raise KeywordError(f"{name} must be a number in [0, 1), got {v!r}")
-    return float(v)
-
-
-def compute_dtype_name(name, v):
-    try:
-        return precision.compute_dtype(v).name
-    except ValueError as err:
-        raise KeywordError(f"{err}{closest_name(str(v), precision.COMPUTE_DTYPES)}") from None
-
-
-def device_count(name, v):
-    return None if v is None else positive_int(name, v)
 
 
 KEYWORDS = [
@@ -270,6 +118,14 @@ KEYWORDS = [
             unit_interval),
     Keyword("distill_views", "model", "teacher's views: 'model' (its test-time views, e.g. "
             "ten-crop) or 'plain' (its centre view)", one_of("model", "plain")),
+    # -- class imbalance -------------------------------------------------------------------------
+    Keyword("class_weights", None, "cost weighted per class: 'balanced' (w_k = N / (K n_k), "
+            "n_k the training split's count of class k; FER+ soft targets: the sum of their "
+            "distributions), or a list of K weights; None: unweighted", class_weights),
+    Keyword("sampler", None, "'balanced': every mini-batch holds each class equally often "
+            "(rare classes' images repeat, frequent ones' wait for later epochs; seeded, same "
+            "number of batches per epoch); None: each epoch a permutation of the split",
+            sampler_name),
     Keyword("bn_stats", "population", "test-time BN statistics: 'population' (BN paper, "
             "over bn_batches training batches) or 'ema'", one_of("population", "ema")),
     Keyword("bn_batches", 100, "training mini-batches the population statistics average over",
@@ -297,6 +153,10 @@ KEYWORDS = [
             lambda name, v: None if v is None else non_negative_int(name, v)),
     Keyword("registry", "trained_models/experiments.csv", "CSV the run's row is appended to",
             optional_path),
+    Keyword("tensorboard", True, "TensorBoard event files in the run folder (per epoch, every "
+            "tensorboard_every steps, the confusion image and hparams at the end)", boolean),
+    Keyword("tensorboard_every", 10, "training steps between two points of the training cost "
+            "in the event files", positive_int),
     Keyword("progress", None, "progress bar within epochs (None: when on a terminal)", None),
 ]
 KEYWORD_NAMES = [k.name for k in KEYWORDS]
@@ -355,8 +215,10 @@ def _has_non_finite(value) -> bool:
     return isinstance(value, (list, tuple, dict)) and any(map(_has_non_finite, items))
 
 
-def resolve(given: dict) -> dict:
-    """Defaults filled in, unknown names refused (closest suggested), every value checked."""
+def resolve(given: dict, given_as: str = "given") -> dict:
+    """Defaults filled in, unknown names refused (closest suggested), every value checked, the
+    recipe's settings fitted to the network in force; ``given_as`` says where the given values
+    came from in messages ("from the command line")."""
     for name in given:
         if name not in DEFAULTS:
             raise KeywordError(f"unknown keyword {name!r}{closest_name(name, KEYWORD_NAMES)}; "
@@ -372,17 +234,56 @@ def resolve(given: dict) -> dict:
     for keyword in KEYWORDS:
         if keyword.check is not None:
             config[keyword.name] = keyword.check(keyword.name, config[keyword.name])
+    sources = KeywordSources(given, recipe, given_as)
+    fit_to_network(config, sources)
+    check_together(config, sources)
+    return config
+
+
+def fit_to_network(config: dict, sources: KeywordSources) -> None:
+    """A recipe's conv dropout stretched over the network in force; a given one of the wrong
+    length refused here, naming where the network came from."""
+    n_conv = conv_layer_count(config["network"])
+    if n_conv is None or config["p_dropConv"] is None:
+        return  # an unknown network, or the network's own default: define_run's to judge
+    if sources.from_recipe("p_dropConv"):
+        config["p_dropConv"] = fit_conv_dropout(config["p_dropConv"], n_conv)
+    elif len(config["p_dropConv"]) != n_conv:
+        remedy = (f"give {n_conv} value{'s' * (n_conv != 1)}, or leave p_dropConv out for the "
+                  f"network's own" if n_conv else "leave p_dropConv out")
+        raise KeywordError(f"{sources.shown('p_dropConv', config)} has "
+                           f"{len(config['p_dropConv'])} values but network "
+                           f"{config['network']} ({sources.of('network')}) has {n_conv} conv "
+                           f"layers: {remedy}")
+
+
+def conv_layer_count(network: str) -> int | None:
+    """How many conv layers the named network has (built with its defaults; no arrays are
+    made), or None when it cannot be built so (an unknown name: define_run refuses it)."""
+    try:
+        return get_network(network).n_conv_layers
+    except (ValueError, TypeError):
+        return None
+
+
+def check_together(config: dict, sources: KeywordSources) -> None:
+    """Values that are each valid but not together, each named with where it came from."""
+    shown = functools.partial(sources.shown, config=config)
     if config["warmup_epochs"] and config["warmup_epochs"] >= config["n_epochs"]:
-        raise KeywordError(f"warmup_epochs={config['warmup_epochs']} is not shorter than the run "
-                           f"(n_epochs={config['n_epochs']}): give fewer warm-up epochs or "
-                           f"more epochs")
+        raise KeywordError(f"{shown('warmup_epochs')} is not shorter than the run, "
+                           f"{shown('n_epochs')}: give fewer warm-up epochs or more epochs")
     if config["ema_decay"] and config["batch_norm"] and config["bn_stats"] != "population":
-        raise KeywordError(f"ema_decay={config['ema_decay']} needs bn_stats='population' (the "
-                           f"averaged weights need BN statistics of their own, computed after "
-                           f"training; bn_stats='ema' tracks the raw weights'): give one")
-    if config["teacher"] is None and any(k.startswith("distill_") for k in given):
-        raise KeywordError(f"{min(k for k in given if k.startswith('distill_'))} is given but "
-                           f"teacher is not: distillation needs teacher=MODEL")
+        raise KeywordError(f"{shown('ema_decay')} needs bn_stats='population' (the averaged "
+                           f"weights need BN statistics of their own, computed after training; "
+                           f"{shown('bn_stats')} tracks the raw weights'): give one")
+    window = online_augmentation.parse(config["augment"]).crop_to
+    if window and config["im_dim"] is not None and config["im_dim"] != [window, window]:
+        raise KeywordError(f"{shown('im_dim')} but {shown('augment')} makes {window}x{window} "
+                           f"network inputs: use im_dim={[window, window]} or leave im_dim out")
+    distilling = sorted(k for k in sources.given if k.startswith("distill_"))
+    if config["teacher"] is None and distilling:
+        raise KeywordError(f"{distilling[0]} is given but teacher is not: distillation needs "
+                           f"teacher=MODEL")
     if config["resume"] and config["init_from"]:
         raise KeywordError("resume=True continues a run; init_from starts a new one: give one")
     if config["resume"] and config["overwrite"]:
@@ -397,4 +298,3 @@ def resolve(given: dict) -> dict:
                            f"num_processes={config['num_processes']}")
     if config["progress"] not in (None, True, False):
         raise KeywordError(f"progress must be None, True or False, got {config['progress']!r}")
-    return config

@@ -39,6 +39,10 @@ class Progress:
     scales: list = field(default_factory=list)  # lr scale used in each search epoch
     plateau: object = None  # optax reduce-on-plateau state
     train_seconds: float = 0.0
+    # For the TensorBoard event files, rebuilt from these on resume: when each history row's
+    # epoch ended (time.time()), and every tensorboard_every-th step's [chain, step, cost, time]
+    epoch_walltimes: list = field(default_factory=list)
+    step_costs: list = field(default_factory=list)
 
 
 # ---- the rules a phase is made of -----------------------------------------------------------
@@ -103,6 +107,15 @@ def data_epoch(run_phases, progress: Progress, config: dict) -> int:
         index -= 1
         offset += run_phases[index].epochs(config, progress)
     return offset + progress.epoch
+
+
+def chain_of(run_phases, phase_name: str) -> str:
+    """The name of the fresh phase a phase continues (itself when fresh): the retraining
+    and its annealing are one training, drawn as one curve."""
+    index = [phase.name for phase in run_phases].index(phase_name)
+    while not run_phases[index].fresh and index > 0:
+        index -= 1
+    return run_phases[index].name
 
 
 # ---- the entropy point ----------------------------------------------------------------------

@@ -7,6 +7,12 @@
 A recipe only changes defaults: every keyword given explicitly wins. Without ``recipe=`` a run
 on the built-in sample takes 'sample' and a run on a dataset file takes 'thesis' (the keywords'
 own defaults are the thesis's: network A, plain SGD at 0.1, 10 + 10 epochs ...).
+
+Recipes follow the network: any ``network=`` works with any recipe. A recipe's conv dropout is
+a profile over its own network's depth; on another network it is stretched over that network's
+conv layers (``fit_conv_dropout``), so ``network=mlp`` gets none and ``network=V`` with the
+sample recipe gets V's own ramp. Where values truly conflict, the refusal names where each one
+came from (``KeywordSources``).
 """
 from __future__ import annotations
 
@@ -50,3 +56,36 @@ def recipe_for(given: dict) -> str:
     """The recipe a run takes: the one named, else by whether a dataset is given."""
     return given.get("recipe") or (SAMPLE_RECIPE if given.get("dataset") is None
                                    else THESIS_RECIPE)
+
+
+def fit_conv_dropout(profile: list, n_conv: int) -> list:
+    """A recipe's conv dropout (one value per conv layer of its own network) on a network of
+    ``n_conv`` conv layers: each layer takes the value at its relative depth (the centre of
+    layer i of n falls in layer floor((i + 1/2) m / n) of the recipe's m), so equal lengths are
+    unchanged, a uniform profile stays uniform and a ramp stays a ramp."""
+    if not profile:
+        return [0.0] * n_conv
+    m = len(profile)
+    return [profile[(2 * i + 1) * m // (2 * n_conv)] for i in range(n_conv)]
+
+
+class KeywordSources:
+    """Where each keyword's value came from: given (on the command line, or as an argument),
+    the recipe, or the keyword's default; for messages that name both sides of a conflict."""
+
+    def __init__(self, given: dict, recipe: str, given_as: str = "given"):
+        self.given, self.recipe, self.given_as = set(given), recipe, given_as
+
+    def of(self, name: str) -> str:
+        if name in self.given:
+            return self.given_as
+        if name in RECIPES.get(self.recipe, {}):
+            return f"from recipe {self.recipe!r}"
+        return "the default"
+
+    def from_recipe(self, name: str) -> bool:
+        return name not in self.given and name in RECIPES.get(self.recipe, {})
+
+    def shown(self, name: str, config: dict) -> str:
+        """``name=value (where it came from)``."""
+        return f"{name}={config[name]!r} ({self.of(name)})"

@@ -104,8 +104,9 @@ def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
     _save_figure(fig, path)
 
 
-def plot_confusion(path: Path, counts: np.ndarray, class_names: list[str], title: str) -> None:
-    """Row-normalised confusion matrix (rows: true class), with the counts written in."""
+def plot_confusion(path: Path, counts: np.ndarray, class_names: list[str], title: str) -> bytes:
+    """Row-normalised confusion matrix (rows: true class), with the counts written in; the
+    PNG's bytes are returned too (the event files show the same picture)."""
     plt = _pyplot()
     n = len(class_names)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -122,12 +123,13 @@ def plot_confusion(path: Path, counts: np.ndarray, class_names: list[str], title
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    _save_figure(fig, path)
+    return _save_figure(fig, path)
 
 
-def _save_figure(fig, path: Path) -> None:
+def _save_figure(fig, path: Path) -> bytes:
     plt = _pyplot()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()

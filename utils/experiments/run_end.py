@@ -15,26 +15,26 @@ from utils.experiments.run_folder import MODEL
 from utils.experiments.run_setup import RUN_MANAGEMENT, STATS_EPOCH_OFFSET
 
 
-def final_test(run) -> dict:
+def final_test(run) -> tuple[dict, bytes | None]:
     """The test once training is over: BN population statistics, the plain and the
-    augmented test, the confusion matrix (plotted)."""
+    augmented test, the confusion matrix (plotted: its PNG, None where no files are written)."""
     console.log("\n== test ==")
     run.population_statistics(run.phases[-1].split, STATS_EPOCH_OFFSET)
     logits, labels = run.predict("test")
     views = view_logits_of_test(run, len(labels))
     results, predictions = results_on_test(logits, labels, read_usage(run.dataset, "test"),
-                                           *views)
+                                           *views, class_names=list(run.info["class_names"]))
     counts = confusion_matrix(labels, predictions, len(run.info["class_names"]))
     results["confusion"] = counts.tolist()
     results["class_names"] = list(run.info["class_names"])
     n_online = run.steps.views.n_views
     title = ("plain test" if views[0] is None else "augmented test (outputs summed over "
              + ("variants)" if n_online == 1 else f"{n_online} views of each variant)"))
-    if run.folder.writes_files:
-        plot_confusion(run.folder.file("confusion.png"), counts,
-                       list(run.info["class_names"]),
-                       f"{run.network.name} on {run.dataset.name}: {title}")
-    return results
+    if not run.folder.writes_files:
+        return results, None
+    return results, plot_confusion(run.folder.file("confusion.png"), counts,
+                                   list(run.info["class_names"]),
+                                   f"{run.network.name} on {run.dataset.name}: {title}")
 
 
 def view_logits_of_test(run, n_test: int):
@@ -54,9 +54,10 @@ def view_logits_of_test(run, n_test: int):
 
 def finish_run(run) -> dict:
     """Test, save the model, write the records and the registry row, print the summary."""
-    results = final_test(run)
+    results, confusion_png = final_test(run)
     p = run.progress
     results.update({
+        "class_weights": None if run.class_weights is None else list(run.class_weights),
         "entropy_epoch": p.entropy_epoch,
         "best_val_cost": p.best["val_cost"] if p.best else None,
         "best_val_error": p.best["val_error"] if p.best else None,
@@ -71,6 +72,8 @@ def finish_run(run) -> dict:
     if run.folder.writes_files:
         record_run(run.folder, run.config, results, p.history, p.entropy_epoch,
                    RUN_MANAGEMENT, run.code_version)
+        definition = {k: v for k, v in run.config.items() if k not in RUN_MANAGEMENT}
+        run.events.finish(definition, results, confusion_png, len(p.history))
         run.folder.remove_checkpoint()
     console.print_summary(results, run.network.name, run.dataset.name, run.config)
     return results

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from loaders.augment import get_variant
-from loaders.hdf5 import dataset_info
+from loaders.hdf5 import class_frequencies, dataset_info
 from loaders.integrity import verify_dataset
 from loaders.sample import ensure_sample_dataset
 from utils.experiments import methodology
@@ -19,13 +19,14 @@ from utils.experiments.keywords import KeywordError
 from utils.nn.network import Network
 from utils.models.networks import get_network
 from utils.training.optim import make_optimizer, make_plateau, make_schedule
-from utils.training.objective import TARGET_RULES, Objective
+from utils.training.objective import TARGET_RULES, Objective, balanced_class_weights
 from utils.training.steps import Steps
 from utils.training.views import OnlineViews
 
 # Keywords that manage the run rather than define it: they may differ when resuming.
 RUN_MANAGEMENT = ("resume", "overwrite", "progress", "registry", "devices",
-                  "coordinator_address", "num_processes", "process_id")
+                  "coordinator_address", "num_processes", "process_id", "tensorboard",
+                  "tensorboard_every")
 # Population BN statistics are taken from an order no training epoch uses.
 STATS_EPOCH_OFFSET = 1_000_000
 NETWORK_KEYWORDS = ("n_hidden", "activation", "batch_norm", "p_drop", "p_dropConv",
@@ -78,6 +79,7 @@ class RunDefinition(NamedTuple):
     dataset: Path
     info: dict  # the dataset's attributes and split sizes
     network: Network
+    class_weights: tuple | None  # the cost's weight per class (class_weights=), None: off
 
 
 def define_run(given: dict) -> RunDefinition:
@@ -91,7 +93,30 @@ def define_run(given: dict) -> RunDefinition:
     savename = given["savename"] or Path("trained_models") / f"{given['network']}_{dataset.stem}"
     config = {**given, "dataset": str(dataset), "im_dim": image_size,
               "p_dropConv": network.options["p_dropConv"], "savename": str(savename)}
-    return RunDefinition(config, dataset, info, network)
+    return RunDefinition(config, dataset, info, network, cost_class_weights(config, info))
+
+
+def cost_class_weights(config: dict, info: dict) -> tuple | None:
+    """class_weights= as one weight per class of the dataset: 'balanced' from the class
+    frequencies of the split the run first trains on (the validation images are stratified
+    like it), a list checked against the dataset's classes."""
+    weights, names = config["class_weights"], list(info["class_names"])
+    if weights is None:
+        return None
+    if weights != "balanced":
+        if len(weights) != len(names):
+            raise KeywordError(f"class_weights has {len(weights)} values but {config['dataset']} "
+                               f"has {len(names)} classes ({', '.join(names)}): give one weight "
+                               f"per class, in that order")
+        return tuple(weights)
+    split = methodology.phases(config)[0].split
+    frequencies = class_frequencies(config["dataset"], split)
+    absent = [name for name, n in zip(names, frequencies) if n <= 0]
+    if absent:
+        raise KeywordError(f"class_weights='balanced': split {split!r} of {config['dataset']} "
+                           f"has no images of {', '.join(absent)}, so there is no inverse "
+                           f"frequency to weight by: give a list of {len(names)} weights")
+    return tuple(balanced_class_weights(frequencies))
 
 
 def online_test_views(config: dict, info: dict) -> OnlineViews:
@@ -100,7 +125,8 @@ def online_test_views(config: dict, info: dict) -> OnlineViews:
                                 get_variant(info["variant"]).mirrored)
 
 
-def training_steps(config: dict, network: Network, info: dict, teachers=None):
+def training_steps(config: dict, network: Network, info: dict, class_weights=None,
+                   teachers=None):
     """(optimizer, reduce-on-plateau or None, the compiled Steps) the keywords ask for;
     ``teachers``: distillation's (``utils.experiments.teachers.load_teachers``), or None."""
     optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
@@ -113,7 +139,7 @@ def training_steps(config: dict, network: Network, info: dict, teachers=None):
     objective = Objective(augmentation=online_augmentation.parse(config["augment"]),
                           targets=TARGET_RULES[info.get("label_mode")],
                           label_smoothing=config["label_smoothing"], mixup=config["mixup"],
-                          cutmix=config["cutmix"])
+                          cutmix=config["cutmix"], class_weights=class_weights)
     steps = Steps(network, optimizer, schedule, L1_reg=config["L1_reg"], L2_reg=config["L2_reg"],
                   bn_stats=config["bn_stats"], bn_momentum=config["bn_momentum"],
                   objective=objective, views=online_test_views(config, info),

@@ -7,7 +7,11 @@ weights. On top of it, each optional:
   ``probability``: one class sampled from it per step; ``multi_target``: -log max_k t_k p_k), label
   smoothing, mixup and CutMix (``utils.training.mixing``), all as a target distribution per image
   and its cross-entropy. Without any of them the cost is the plain NLL of the labels, the same
-  number bit for bit as the thesis's.
+  number bit for bit as the thesis's;
+- class weights: each class's terms of the cost scaled by its weight, mean over the batch
+  (``-mean_i sum_k w_k t_ik log p_ik``, so a label's cost is w_y NLL and a soft target's is
+  what sampling its labels would weigh on average; multi_target: the weight of the class the
+  maximum picks).
 Random numbers come from the step's key, each user its own stream.
 """
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import jax
+import numpy as np
 
 from utils.nn import losses
 from utils.training.mixing import MIX_STREAM, mix_batch
@@ -35,6 +40,7 @@ class Objective:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) of mixup; 0: off
     cutmix: float = 0.0  # Beta(a, a) of CutMix; 0: off
+    class_weights: tuple | None = None  # one weight per class; None: unweighted
 
     def __post_init__(self):
         if self.targets not in set(TARGET_RULES.values()):
@@ -69,8 +75,31 @@ def prepare_batch(objective: Objective, step_key, x, y, targets, n_classes: int)
 
 def data_cost(objective: Objective, logits, labels, distribution):
     """The cost of the data term (the penalties on weights are added by the caller)."""
+    if objective.class_weights is not None:
+        return _weighted_cost(objective, logits, labels, distribution)
     if distribution is None:
         return losses.negative_log_likelihood(logits, labels)
     if objective.targets == "multi_target":
         return losses.multi_target_nll(logits, distribution)
     return losses.cross_entropy(logits, distribution)
+
+
+def _weighted_cost(objective: Objective, logits, labels, distribution):
+    weights = jax.numpy.asarray(objective.class_weights, logits.dtype)
+    if objective.targets == "multi_target":
+        scores = jax.numpy.log(distribution) + losses.log_softmax(logits)
+        picked = weights[jax.numpy.argmax(scores, axis=-1)]
+        return jax.numpy.mean(-picked * jax.numpy.max(scores, axis=-1))
+    if distribution is None:
+        distribution = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return losses.cross_entropy(logits, distribution * weights)
+
+
+def balanced_class_weights(frequencies) -> list[float]:
+    """Inverse class frequency, scaled so the training images' mean weight is 1:
+    w_k = N / (K n_k) (scikit-learn's 'balanced'). ``frequencies``: images per class (soft
+    targets: the sum of their distributions); every class must occur."""
+    counts = np.asarray(frequencies, np.float64)
+    if (counts <= 0).any():
+        raise ValueError("a class with no training images has no balanced weight")
+    return (counts.sum() / (len(counts) * counts)).tolist()
