@@ -134,7 +134,7 @@ def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):
     # The valid names: the built-in ones, then any a test module registered.
     assert capsys.readouterr().err.splitlines()[-1].startswith(
         "python -m utils.benchmark.breakdown: error: unknown network 'Q'; valid: A, B, C, D, "
-        "S, V, mlp")
+        "S, V, F, mlp")
 
 
 def test_distill_times_the_step_without_a_teacher_and_with_each_view_choice(tmp_path, capsys):

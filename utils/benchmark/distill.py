@@ -38,7 +38,7 @@ def launcher_steps(network_name: str, batch_size: int, teacher: str | None, view
     network = get_network(config["network"], im_dim=[40, 40], n_classes=len(CLASS_NAMES),
                           **{k: config[k] for k in NETWORK_KEYWORDS})
     teachers = load_teachers(config, info)
-    return training_steps(config, network, info, teachers)[2], teachers
+    return training_steps(config, network, info, teachers=teachers)[2], teachers
 
 
 def measure(network_name: str, teacher: str, batch_size: int, rounds: int, n_steps: int):
