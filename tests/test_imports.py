@@ -12,7 +12,8 @@ PRODUCT_MODULES = ["utils", "utils.rna", "utils.training.steps", "utils.models.n
                    "utils.benchmark", "convnets.networks", "mlp.networks", "loaders.batches",
                    "run_experiment", "utils.experiments.registry", "utils.support.safe_files",
                    "utils.experiments.run_folder", "utils.experiments.signals",
-                   "loaders.integrity", "utils.evaluate", "utils.evaluation.inference"]
+                   "loaders.integrity", "utils.evaluate", "utils.evaluation.inference",
+                   "utils.sweep.cli", "utils.sweep.runner", "utils.runs.cli"]
 
 
 def test_importing_the_product_leaves_xla_flags_and_the_environment_alone():

@@ -27,6 +27,7 @@ LEVELS = [
     [("utils.evaluation",)],         # a saved model on test images, test figures
     [("utils.experiments",)],        # a run's life
     [("utils",), ("utils.evaluate",), ("utils.predict",), ("utils.benchmark",),
+     ("utils.sweep",), ("utils.runs",),
      ("run_experiment",)],           # the apps, and the package's face
 ]
 ROOM = {prefix: room for rooms in LEVELS for room in rooms for prefix in room}

@@ -49,6 +49,16 @@ def print_point(name: str, best: dict) -> None:
         f"validation error {100 * best['val_error']:.2f} %)")
 
 
+def duration(seconds: float) -> str:
+    """``1 h 20 min``, ``9 min 36 s``, ``8.3 s``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, whole_seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {whole_seconds} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def _percent(value) -> str:
     return "   -   " if value is None else f"{100 * value:6.2f} %"
 

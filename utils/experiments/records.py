@@ -55,7 +55,7 @@ def record_run(folder, config: dict, results: dict, history: list[dict],
     append_registry_row(Path(config["registry"]), row)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display is needed or wanted
@@ -68,7 +68,7 @@ def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
                criterion: str = "entropy") -> None:
     """Training and validation cost per epoch of the validated search, its entropy point
     marked; then the training that followed, each later phase's start marked."""
-    plt = _pyplot()
+    plt = pyplot()
     search = [h for h in history if h["val_cost"] is not None]
     final = [h for h in history if h["val_cost"] is None]
     panels = [p for p in (search, final) if p]
@@ -101,13 +101,13 @@ def plot_costs(path: Path, history: list[dict], entropy_epoch: int | None,
         ax.set_ylabel("cost (cross-entropy)")
         ax.legend()
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(path: Path, counts: np.ndarray, class_names: list[str], title: str) -> bytes:
     """Row-normalised confusion matrix (rows: true class), with the counts written in; the
     PNG's bytes are returned too (the event files show the same picture)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -123,11 +123,11 @@ def plot_confusion(path: Path, counts: np.ndarray, class_names: list[str], title
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def _save_figure(fig, path: Path) -> bytes:
-    plt = _pyplot()
+def save_figure(fig, path: Path) -> bytes:
+    plt = pyplot()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)

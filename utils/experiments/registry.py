@@ -64,6 +64,12 @@ def _rewrite_with(path: Path, row: dict) -> None:
     atomic_write(path, csv_text(columns, rows + [row]).encode())
 
 
+def read_registry(path: Path) -> list[dict]:
+    """The rows as {column: text}; a row cut short by a crash lacks its last columns (None)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def append_registry_row(path: Path, row: dict) -> None:
     """Add one row; earlier rows are kept, new columns (a newer launcher) are added at the end.
 
