@@ -26,8 +26,8 @@ LEVELS = [
     [("loaders",)],                  # the data's way (its preview draws training's augmentation)
     [("utils.evaluation",)],         # a saved model on test images, test figures
     [("utils.experiments",)],        # a run's life
-    [("utils",), ("utils.evaluate",), ("utils.predict",), ("utils.benchmark",),
-     ("utils.sweep",), ("utils.runs",),
+    [("utils",), ("utils.evaluate",), ("utils.predict",), ("utils.export",),
+     ("utils.benchmark",), ("utils.sweep",), ("utils.runs",),
      ("run_experiment",)],           # the apps, and the package's face
 ]
 ROOM = {prefix: room for rooms in LEVELS for room in rooms for prefix in room}

@@ -8,11 +8,15 @@ This module states the math; where XLA's CPU backend needs the same math in anot
 run fast (the ReLUs', max-pooling's and batch norm's backward passes, the patch conv, the
 unrolled random hash), the work is done by ``utils.nn.cpu_kernels``, tested against the plain
 formulation. Those custom gradients differentiate in reverse mode (jax.grad, jax.vjp, what
-training uses), not in forward mode (jax.jvp).
+training uses), not in forward mode (jax.jvp). Within ``with rna.plain_forms():`` the convolution
+and max-pooling trace their plain forms instead (what a converter maps onto standard operators:
+``utils.export``).
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -123,6 +127,24 @@ def conv_fans(kernel: int, c_in: int, c_out: int, pool_area: int = 1) -> tuple[f
 # --------------------------------------------------------------------------------------------
 # Linear maps and pooling
 # --------------------------------------------------------------------------------------------
+_PLAIN_FORMS = ContextVar("plain_forms", default=False)
+
+
+@contextmanager
+def plain_forms():
+    """Within the block, conv2d and max_pool trace their plain forms (``lax.conv_general_dilated``
+    for every window, flax's ``max_pool``: ``lax.reduce_window``) instead of the CPU fast paths,
+    which a graph converter cannot map onto single operators (the summed taps, the strided
+    views); the same values (tests/test_rna_kernels.py). For tracing a fresh function
+    (``utils.export``): JAX caches a trace by the function, not by this switch, so a function
+    traced outside the block keeps its form inside it, and the reverse."""
+    token = _PLAIN_FORMS.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_FORMS.reset(token)
+
+
 def conv2d(x, w):
     """'same' 2-D convolution (cross-correlation, as every toolkit): x NHWC, w HWIO.
 
@@ -136,7 +158,7 @@ def conv2d(x, w):
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
-    if _is_patch_conv(w):
+    if _is_patch_conv(w) and not _PLAIN_FORMS.get():
         return cpu_kernels.patch_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
@@ -171,6 +193,13 @@ def max_pool(x, size: int = 2):
     goes to the first maximum of each window in row-major order (as XLA's select-and-scatter
     sends it), from a record of which one it was (``cpu_kernels.max_pool``).
     """
+    if _PLAIN_FORMS.get():
+        # flax's max_pool is lax.reduce_window(max) over the spatial axes, which converters
+        # (jax2onnx) recognise as one pooling operator; a bare reduce_window over NHWC becomes
+        # a pooling over all four axes, which runtimes refuse. Imported here: only then needed.
+        from flax import nnx
+        return nnx.max_pool(x, window_shape=(size, size), strides=(size, size),
+                            padding="VALID")
     return cpu_kernels.max_pool(x, size)
 
 

@@ -7,7 +7,8 @@ trained model (or an ensemble of several).
     python -m utils.predict --camera 0                   # live, in a window
 
 The package, by responsibility: ``faces`` (YuNet or Haar detection, FER framing, alignment,
-crops), ``model`` (saved models compiled for fixed batch shapes, ensembles), ``inputs``
+crops), ``model`` (saved models compiled for fixed batch shapes, ensembles; imported when first
+used, so ``--onnx`` runs without JAX), ``onnx_model`` (an exported file, ``--onnx``), ``inputs``
 (images, folders, videos, cameras), ``pipeline`` (threads, batches, the run), ``report`` and
 ``drawing`` (everything written), ``output`` (the output folder, replaced only when complete),
 ``camera`` (the live window), ``cli`` (the command line); ``benchmark`` and ``alignment``
@@ -20,10 +21,21 @@ from utils.predict.faces import (DetectorSettings, Detections, FaceDetectorError
                                  YuNetDetector, crop_faces, cut_faces, face_regions,
                                  make_detector)
 from utils.predict.inputs import FaceFinder
-from utils.predict.model import DEFAULT_MODEL, EmotionModel, Ensemble, load_models
+from utils.predict.onnx_model import ExportedModel
 from utils.predict.pipeline import predict
 
+_MODEL_NAMES = ("DEFAULT_MODEL", "EmotionModel", "Ensemble", "load_models")
+
+
+def __getattr__(name: str):
+    # utils.predict.model imports JAX: loaded on first use, never by the --onnx path.
+    if name in _MODEL_NAMES:
+        from utils.predict import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'utils.predict' has no attribute {name!r}")
+
+
 __all__ = ["DEFAULT_MODEL", "Detections", "DetectorSettings", "EmotionModel", "Ensemble",
-           "FaceDetectorError", "FaceFinder", "HaarDetector", "Interrupted", "LabelSmoother",
+           "ExportedModel", "FaceDetectorError", "FaceFinder", "HaarDetector", "Interrupted", "LabelSmoother",
            "PredictError", "YuNetDetector", "crop_faces", "cut_faces", "face_regions",
            "load_models", "main", "make_detector", "parse_arguments", "predict", "run_camera"]

@@ -2,7 +2,8 @@
 
 Every failure ends in one sentence on stderr (what happened, what is safe, what to do) and an
 exit status: 2 for an input, output, option or model that cannot be used, 130 for Ctrl-C
-(after writing the outputs of what was analysed).
+(after writing the outputs of what was analysed). With ``--onnx`` an exported file classifies
+the faces through onnxruntime, and JAX is never imported.
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-from utils.models.model_io import ModelFileError
+from utils.evaluation.onnx_model import OnnxModelError
 from utils.predict.camera import SMOOTHING_FRAMES, camera_source, run_camera
 from utils.predict.errors import Interrupted, PredictError, ctrl_c_stops_gracefully
 from utils.predict.faces import DETECTORS, DetectorSettings, FaceDetectorError, make_detector
 from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder, input_kind
-from utils.predict.model import DEFAULT_MODEL, load_models
+from utils.predict.onnx_model import ExportedModel
 from utils.predict.pipeline import predict
 
 EXIT_UNUSABLE, EXIT_INTERRUPTED = 2, 130
@@ -38,6 +39,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="a model.msgpack saved by run_experiment.py, or its folder "
                              "(default: the shipped trained_models/default); give it several "
                              "times for an ensemble (probabilities averaged)")
+    parser.add_argument("--onnx", type=Path, default=None, metavar="FILE.onnx",
+                        help="instead of --model: a file written by python -m utils.export, "
+                             "run by onnxruntime (no JAX needed)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: predictions/<input name>/)")
     parser.add_argument("--overwrite", action="store_true",
@@ -47,7 +51,25 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.input is None) == (args.camera is None):
         parser.error("give either INPUT or --camera SOURCE")
+    if args.onnx is not None and args.model:
+        parser.error("give --model or --onnx, not both")
     return args
+
+
+def load_model(args: argparse.Namespace):
+    """The exported file of --onnx, or the --model files (the default model) as an ensemble."""
+    if args.onnx is not None:
+        return ExportedModel(args.onnx)
+    from utils.predict.model import DEFAULT_MODEL, load_models  # JAX: only on this path
+    return load_models(args.model or [DEFAULT_MODEL])
+
+
+def unusable() -> tuple[type, ...]:
+    """The errors that end in one sentence; the framework's model errors where its models were
+    loaded (the --onnx path never imports them, nor JAX)."""
+    model_io = sys.modules.get("utils.models.model_io")
+    return (PredictError, FaceDetectorError, OnnxModelError) + (
+        (model_io.ModelFileError,) if model_io else ())
 
 
 def _face_options(group) -> None:
@@ -103,7 +125,7 @@ def run(args: argparse.Namespace) -> list[str]:
         input_kind(args.input)  # a missing input is reported before the model is loaded
     finder = FaceFinder(None if args.no_detect else make_detector(settings),
                         align=not args.no_align)
-    model = load_models(args.model or [DEFAULT_MODEL])
+    model = load_model(args)
     if args.camera is not None:
         return run_camera(camera_source(args.camera), model, args.out, finder=finder,
                           augment=not args.no_augment, smooth_frames=args.smooth,
@@ -118,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ctrl_c_stops_gracefully():  # also while the model loads: checked when a run starts
             lines = run(args)
-    except (PredictError, ModelFileError, FaceDetectorError) as err:
+    except unusable() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
     except Interrupted as stopped:

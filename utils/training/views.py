@@ -40,7 +40,9 @@ class OnlineViews:
     def n_views(self) -> int:
         return (5 if self.pad or self.size else 1) * (2 if self.flip else 1)
 
-    def _offsets(self, height: int, width: int):
+    def offsets(self, height: int, width: int):
+        """((h, w), [(top, left), ...]): the window size and offsets in the padded image, the
+        centre first, then (with a crop) the four corners."""
         out_h, out_w = (self.size, self.size) if self.size else (height, width)
         margin_h, margin_w = height + 2 * self.pad - out_h, width + 2 * self.pad - out_w
         centre = (margin_h // 2, margin_w // 2)
@@ -51,7 +53,7 @@ class OnlineViews:
         """The centre window of each image [B, H, W, C] (the image itself without crop_to)."""
         if not self.size:
             return x
-        (out_h, out_w), offsets = self._offsets(*x.shape[1:3])
+        (out_h, out_w), offsets = self.offsets(*x.shape[1:3])
         top, left = offsets[0]
         return x[:, top:top + out_h, left:left + out_w, :]
 
@@ -59,7 +61,7 @@ class OnlineViews:
         """[B * n_views, h, w, C]: each image's views, consecutive, in the order centre,
         top-left, top-right, bottom-left, bottom-right, each followed by its mirror."""
         n = x.shape[0]
-        size, offsets = self._offsets(*x.shape[1:3])
+        size, offsets = self.offsets(*x.shape[1:3])
         views = []
         for top, left in offsets:
             window = windows(x, self.pad, size, jnp.full((n,), top), jnp.full((n,), left))
