@@ -8,11 +8,13 @@ figures are checked against each run's results.json.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from utils.runs import cli as runs_cli
 from utils.runs.collect import runs_of
 from utils.runs.table import leaderboard
 from utils.sweep import cli as sweep_cli
+from utils.sweep import runner
+from utils.sweep.grid import GridRun
 
 # Two learning rates x two seeds; 39 batches a search epoch, so a signal lands inside a run.
 GRID = ["--vary", "learning_rate=[0.02, 0.05]", "--seeds", "2", "--parallel", "2"]
@@ -225,3 +229,45 @@ def test_the_registry_gives_the_same_runs_with_or_without_their_folders(referenc
             assert run.results[key] == saved.results[key]
         assert run.config["learning_rate"] == saved.config["learning_rate"]
 
+
+
+CHILD = """
+import pathlib, signal, sys, time
+mark = pathlib.Path(sys.argv[1])
+def note(signum, frame):
+    with mark.open("a") as handle:
+        handle.write(signal.Signals(signum).name + "\\n")
+    if signum == signal.SIGINT:
+        sys.exit(130)
+signal.signal(signal.SIGTERM, note)
+signal.signal(signal.SIGINT, note)
+mark.write_text("started\\n")
+for _ in range(600):  # ends by itself after 30 s: a sweep that fails to stop it fails the test
+    time.sleep(0.05)
+"""
+
+
+def test_a_stop_request_passes_sigterm_to_every_child_and_a_second_one_sigint(tmp_path,
+                                                                              monkeypatch):
+    # Children that only note the signals they get: the sweep's own loop, without training.
+    monkeypatch.setattr(runner, "launcher_command", lambda run, resume: [
+        sys.executable, "-c", CHILD, str(tmp_path / f"{run.name}.signals")])
+    runs = [GridRun(f"run{i}", {"seed": i}, {"savename": str(tmp_path / f"run{i}")})
+            for i in range(3)]
+    marks = [tmp_path / f"run{i}.signals" for i in range(2)]
+
+    def stop_twice():
+        while not all(mark.exists() for mark in marks):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        while not all("SIGTERM" in mark.read_text() for mark in marks):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=stop_twice, daemon=True).start()
+    with runner.StopSignals() as stop:
+        tally = runner.SweepRunner(runs, {run.name: runner.NEW for run in runs}, tmp_path, 2,
+                                   stop, lambda line: None).run()
+    assert [mark.read_text().split() for mark in marks] == [["started", "SIGTERM", "SIGINT"]] * 2
+    assert (tally.stop_signal, tally.stopped, tally.not_started) == ("SIGTERM", 2, 1)
+    assert not (tmp_path / "run2.signals").exists()  # nothing started after the request
