@@ -1,17 +1,24 @@
 """How fast the prediction app runs here: the network alone, a folder of face crops and a video,
-timed as a user runs them (the command in a fresh process, start-up included).
+timed as a user runs them (the command in a fresh process, start-up included), for each model.
 
-    python -m utils.predict.benchmark                  # 2,000 crops, a 30 s 640x480 video
-    python -m utils.predict.benchmark --crops 500 --video-seconds 5
+    python -m utils.predict.benchmark                          # default and fast, 2,000 crops, 30 s video
+    python -m utils.predict.benchmark --crops 14000 --video-seconds 30
+    python -m utils.predict.benchmark --models fast --test ../shared/data/fer2013/fer2013.csv.gz
 
 Inputs are generated under a temporary folder from the built-in sample's real faces: 48x48
 crops as PNG files (classified with --no-detect), and an mp4 video at 25 fps whose frames show
 two upscaled sample faces drifting over a textured background (the default detector finds
-them). The machine's load average is printed with the figures: on a shared machine they vary.
+them). Each model runs with the views it is used with (``utils.predict.shipped``: the default
+model's ten-crop, the fast model's plain view). ``--test`` also writes a dataset's test faces
+(a FER2013 CSV, or a folder of train/ and test/ class folders) as a folder of crops
+``test/<class>/``, runs the command on it and scores the labels it wrote against the folders'
+classes: the model's accuracy through the app, PublicTest and PrivateTest apart. The machine's
+load average is printed with the figures: on a shared machine they vary.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import subprocess
@@ -19,13 +26,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from loaders.sample import SAMPLE_CSV
-from loaders.sources import read_csv
-from utils.predict.model import BATCH_VIEWS, DEFAULT_MODEL, EmotionModel
+from loaders.sources import TEST_USAGES, read_csv, read_source
+from utils.predict.model import BATCH_VIEWS, EmotionModel
+from utils.predict.shipped import model_path, views_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VIDEO_SIZE = (640, 480)
@@ -37,6 +46,31 @@ def write_crops(folder: Path, faces: np.ndarray, count: int) -> None:
     folder.mkdir(parents=True)
     for index in range(count):
         cv2.imwrite(str(folder / f"face{index:05d}.png"), faces[index % len(faces)])
+
+
+def write_test_folder(folder: Path, dataset: Path, class_names: list[str]) -> int:
+    """The dataset's test faces as PNG crops test/<class>/<usage>_<index>.png; their count."""
+    data = read_source(dataset)
+    test = np.isin(data.usage, TEST_USAGES)
+    for index, (face, label, usage) in enumerate(zip(data.images[test], data.labels[test],
+                                                     data.usage[test])):
+        class_folder = folder / "test" / class_names[label]
+        class_folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(class_folder / f"{usage}_{index:05d}.png"), face)
+    return int(test.sum())
+
+
+def test_accuracy(faces_csv: Path) -> dict[str, tuple[int, int]]:
+    """{usage: (right, total)} of a run on write_test_folder's folder, from its faces.csv."""
+    counts: dict[str, list[int]] = {}
+    with open(faces_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            truth, name = Path(row["source"]).parts[-2:]
+            usage = name.split("_")[0]
+            right_total = counts.setdefault(usage, [0, 0])
+            right_total[0] += row["label"] == truth
+            right_total[1] += 1
+    return {usage: (right, total) for usage, (right, total) in sorted(counts.items())}
 
 
 def write_video(path: Path, faces: np.ndarray, seconds: float) -> int:
@@ -61,20 +95,19 @@ def write_video(path: Path, faces: np.ndarray, seconds: float) -> int:
     return n_frames
 
 
-def network_speed(model, faces: np.ndarray, seconds: float = 5.0) -> tuple[float, float]:
-    """(views/s of one compiled batch of BATCH_VIEWS, faces/s with all the model's test
-    views)."""
+def network_speed(model: EmotionModel, faces: np.ndarray, augment: bool,
+                  seconds: float = 5.0) -> tuple[float, float]:
+    """(views/s, faces/s) of the compiled network on the app's batches of BATCH_VIEWS images,
+    with every test-time view of each face (``augment``) or its plain view."""
+    per_face = model.n_views if augment else 1
     batch = np.resize(faces, (BATCH_VIEWS, *faces.shape[1:]))
-    model.logits(batch, augment=False)  # compiles
-    start, views = time.perf_counter(), 0
+    model.logits(batch, augment)  # compiles
+    start, n_faces = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        model.logits(batch, augment=False)
-        views += len(batch)
-    views_per_second = views / (time.perf_counter() - start)
-    model.logits(batch, augment=True)
-    start = time.perf_counter()
-    model.logits(np.resize(faces, (4 * BATCH_VIEWS, *faces.shape[1:])), augment=True)
-    return views_per_second, 4 * BATCH_VIEWS / (time.perf_counter() - start)
+        model.logits(batch, augment)
+        n_faces += len(batch)
+    faces_per_second = n_faces / (time.perf_counter() - start)
+    return faces_per_second * per_face, faces_per_second
 
 
 def timed_command(*arguments: str) -> tuple[float, str]:
@@ -93,41 +126,82 @@ def load_average() -> str:
     return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def run(crops: int, video_seconds: float, folder: Path) -> list[str]:
-    faces = read_csv(SAMPLE_CSV).images
-    lines = [f"{os.cpu_count()} CPUs, {load_average()} before"]
-    model = EmotionModel(DEFAULT_MODEL)
-    views, faces_per_second = network_speed(model, faces)
-    lines.append(f"network alone (default model, batches of {BATCH_VIEWS}): {views:.0f} views/s; "
-                 f"{faces_per_second:.0f} faces/s with its {model.describe_views()}")
+class Input(NamedTuple):
+    path: Path
+    description: str
+    options: tuple[str, ...]  # the command's options for it
+
+
+def model_lines(name: str, folder: Path, inputs: dict[str, Input],
+                faces: np.ndarray) -> list[str]:
+    """The figures of one model (a shipped name or a path) on the generated inputs."""
+    views = views_for([Path(name)], None)
+    model = EmotionModel(model_path(Path(name)))
+    augment = views == "model"
+    view_text = model.describe_views() if augment else "its plain view"
+    views_per_second, faces_per_second = network_speed(model, faces, augment)
+    lines = [f"model {name} (network {model.network.name}, {view_text}):",
+             f"  network alone, batches of {BATCH_VIEWS} faces: {views_per_second:,.0f} "
+             f"views/s, {faces_per_second:,.0f} faces/s"]
+    out = folder / f"out_{Path(name).name}"
+    for kind, given in inputs.items():
+        seconds, summary = timed_command(str(given.path), *given.options, "--model", name,
+                                         "--views", views, "--out", str(out / kind))
+        lines.append(f"  {given.description}: {seconds:.1f} s with start-up ({summary}); "
+                     f"{load_average()}")
+        if kind == "test":
+            lines += [f"    {usage}: {right / total:.2%} ({right}/{total})" for usage,
+                      (right, total) in test_accuracy(out / kind / "faces.csv").items()]
+    return lines
+
+
+def make_inputs(folder: Path, faces: np.ndarray, crops: int, video_seconds: float,
+                test: Path | None, class_names: list[str]) -> dict[str, Input]:
+    inputs = {}
     if crops:
         write_crops(folder / "crops", faces, crops)
-        seconds, summary = timed_command(str(folder / "crops"), "--no-detect", "--out",
-                                         str(folder / "crops_out"))
-        lines.append(f"folder of {crops} 48x48 crops (--no-detect): {seconds:.1f} s with "
-                     f"start-up ({summary}); {load_average()}")
+        inputs["crops"] = Input(folder / "crops", f"folder of {crops:,} 48x48 crops "
+                                f"(--no-detect)", ("--no-detect",))
     if video_seconds:
         n_frames = write_video(folder / "video.mp4", faces, video_seconds)
-        seconds, summary = timed_command(str(folder / "video.mp4"), "--out",
-                                         str(folder / "video_out"))
-        lines.append(f"{video_seconds:g} s {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} video at {VIDEO_FPS} "
-                     f"fps ({n_frames} frames, 2 faces each): {seconds:.1f} s with start-up "
-                     f"({summary}); {load_average()}")
+        inputs["video"] = Input(folder / "video.mp4", f"{video_seconds:g} s {VIDEO_SIZE[0]}x"
+                                f"{VIDEO_SIZE[1]} video at {VIDEO_FPS} fps ({n_frames} "
+                                f"frames, 2 faces each, detected)", ())
+    if test is not None:
+        n_test = write_test_folder(folder / "test", test, class_names)
+        inputs["test"] = Input(folder / "test", f"{n_test:,} test faces of {test} as crops "
+                               f"(--no-detect)", ("--no-detect",))
+    return inputs
+
+
+def run(models: list[str], crops: int, video_seconds: float, test: Path | None,
+        folder: Path) -> list[str]:
+    faces = read_csv(SAMPLE_CSV).images
+    lines = [f"{os.cpu_count()} CPUs, {load_average()} before"]
+    class_names = EmotionModel(model_path(Path(models[0]))).class_names
+    inputs = make_inputs(folder, faces, crops, video_seconds, test, class_names)
+    for name in models:
+        lines += model_lines(name, folder, inputs, faces)
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.predict.benchmark",
                                      description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["default", "fast"],
+                        help="shipped model names or model files (default: default fast)")
     parser.add_argument("--crops", type=int, default=2000, help="face crops in the folder")
     parser.add_argument("--video-seconds", type=float, default=30.0,
                         help="length of the video in seconds")
+    parser.add_argument("--test", type=Path, default=None, metavar="DATASET",
+                        help="also classify this dataset's test faces as a folder of crops "
+                             "and print each model's accuracy through the app")
     parser.add_argument("--keep", action="store_true",
                         help="keep the generated inputs and outputs (their folder is printed)")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="predict-benchmark-"))
     try:
-        for line in run(args.crops, args.video_seconds, folder):
+        for line in run(args.models, args.crops, args.video_seconds, args.test, folder):
             print(line, flush=True)
     finally:
         if args.keep:

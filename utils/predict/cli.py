@@ -19,6 +19,7 @@ from utils.predict.faces import DETECTORS, DetectorSettings, FaceDetectorError, 
 from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder, input_kind
 from utils.predict.onnx_model import ExportedModel
 from utils.predict.pipeline import predict
+from utils.predict.shipped import SHIPPED, VIEW_CHOICES, model_path, views_for
 
 EXIT_UNUSABLE, EXIT_INTERRUPTED = 2, 130
 
@@ -36,9 +37,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="instead of INPUT: show a camera's analysed stream live (a device "
                              "number, 0 for the first camera, or a video file standing in)")
     parser.add_argument("--model", type=Path, action="append", default=None,
-                        help="a model.msgpack saved by run_experiment.py, or its folder "
-                             "(default: the shipped trained_models/default); give it several "
-                             "times for an ensemble (probabilities averaged)")
+                        help="a model.msgpack saved by run_experiment.py, or its folder, or a "
+                             f"shipped model's name ({', '.join(SHIPPED)}; default: default); "
+                             "give it several times for an ensemble (probabilities averaged)")
     parser.add_argument("--onnx", type=Path, default=None, metavar="FILE.onnx",
                         help="instead of --model: a file written by python -m utils.export, "
                              "run by onnxruntime (no JAX needed)")
@@ -53,6 +54,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("give either INPUT or --camera SOURCE")
     if args.onnx is not None and args.model:
         parser.error("give --model or --onnx, not both")
+    if args.no_augment:
+        if args.views == "model":
+            parser.error("--no-augment is --views plain: give one of them")
+        args.views = "plain"
+    if args.onnx is None:  # an exported file has its views in its graph
+        args.views = views_for(args.model, args.views)
     return args
 
 
@@ -61,7 +68,7 @@ def load_model(args: argparse.Namespace):
     if args.onnx is not None:
         return ExportedModel(args.onnx)
     from utils.predict.model import DEFAULT_MODEL, load_models  # JAX: only on this path
-    return load_models(args.model or [DEFAULT_MODEL])
+    return load_models([model_path(path) for path in args.model or []] or [DEFAULT_MODEL])
 
 
 def unusable() -> tuple[type, ...]:
@@ -100,9 +107,12 @@ def _face_options(group) -> None:
 
 
 def _run_options(group) -> None:
+    group.add_argument("--views", choices=VIEW_CHOICES, default=None,
+                       help="model: the outputs averaged over the model's test-time views "
+                            "(the default model's ten-crop); plain: its plain view only, "
+                            "faster (default: plain for the shipped fast model, else model)")
     group.add_argument("--no-augment", action="store_true",
-                       help="classify the plain view only, not the average over the model's "
-                            "test-time views (image + mirror, or its variant's versions)")
+                       help="the same as --views plain")
     group.add_argument("--every", type=int, default=1,
                        help="video: analyse every N-th frame (default 1: all)")
     group.add_argument("--face-charts", action=argparse.BooleanOptionalAction, default=None,
@@ -128,9 +138,9 @@ def run(args: argparse.Namespace) -> list[str]:
     model = load_model(args)
     if args.camera is not None:
         return run_camera(camera_source(args.camera), model, args.out, finder=finder,
-                          augment=not args.no_augment, smooth_frames=args.smooth,
+                          augment=args.views != "plain", smooth_frames=args.smooth,
                           overwrite=args.overwrite)
-    return predict(args.input, model, args.out, finder=finder, augment=not args.no_augment,
+    return predict(args.input, model, args.out, finder=finder, augment=args.views != "plain",
                    every=args.every, face_charts=args.face_charts, overwrite=args.overwrite,
                    workers=args.workers)
 

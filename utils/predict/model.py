@@ -10,7 +10,6 @@ fixed-shape batches are ``utils.evaluation.inference``'s.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -18,12 +17,11 @@ from utils.evaluation.inference import BATCH as BATCH_VIEWS
 from utils.evaluation.inference import SMALL_BATCH as SMALL_BATCH_VIEWS
 from utils.evaluation.inference import InferenceModel, Pending, ensemble_probabilities
 from utils.models.model_io import ModelFileError
+from utils.predict.shipped import DEFAULT_MODEL
 
 __all__ = ["BATCH_VIEWS", "DEFAULT_MODEL", "EmotionModel", "Ensemble", "SMALL_BATCH_VIEWS",
            "load_models"]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = PROJECT_ROOT / "trained_models" / "default" / "model.msgpack"
 
 
 class EmotionModel(InferenceModel):
