@@ -20,6 +20,7 @@ from loaders.batches import BatchLoader
 from loaders.hdf5 import read_split, read_test_aug_source_index
 from loaders.sample import ensure_sample_dataset
 from utils.models import model_io
+from utils.experiments.registry import append_registry_row, csv_text
 from utils.experiments.keywords import (KEYWORD_NAMES, KeywordError, help_text, parse_command_line,
                                         resolve)
 from utils.models.networks import get_network
@@ -299,6 +300,30 @@ def test_registry_gets_one_row_per_run_and_keeps_old_rows(finished_run, sample, 
     launcher.run_experiment(**second)
     rows_after = list(csv.DictReader(open(registry)))
     assert len(rows_after) == 2 and rows_after[0] == row
+
+
+def test_results_model_files_and_registry_row_name_the_devices_trained_on(finished_run,
+                                                                         tmp_path):
+    folder, _, results, _ = finished_run
+    expected = {"device_platform": "cpu", "device_kind": jax.devices()[0].device_kind,
+                "device_count": jax.device_count()}
+    assert {k: results[k] for k in expected} == expected
+    saved = json.loads((folder / "run" / "results.json").read_text())["results"]
+    assert {k: saved[k] for k in expected} == expected
+    for name in ("model.msgpack", "entropy_point.msgpack"):
+        header, _ = model_io.load(folder / "run" / name, model_io.MODEL_FORMAT)
+        assert {k: header[k] for k in expected} == expected
+    row = next(csv.DictReader(open(folder / "experiments.csv")))
+    assert {k: row[k] for k in expected} == {k: str(v) for k, v in expected.items()}
+    # A registry written before these columns takes the row: they are added at the end, its
+    # rows keep every cell and get empty device cells.
+    old = tmp_path / "experiments.csv"
+    old_row = {k: v for k, v in row.items() if k not in expected}
+    old.write_text(csv_text(list(old_row), [old_row]))
+    append_registry_row(old, row)
+    rows = list(csv.DictReader(open(old)))
+    assert list(rows[0])[-3:] == list(expected)
+    assert rows == [{**old_row, **dict.fromkeys(expected, "")}, row]
 
 
 # ---- run management ---------------------------------------------------------------------------

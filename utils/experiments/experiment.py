@@ -369,5 +369,5 @@ class Experiment:
                   "network_options": self.network.options, "class_names":
                   list(self.info["class_names"]), "dataset_variant": self.info.get("variant"),
                   "dataset": dataset_identity(self.info), "code_version": self.code_version,
-                  **self._teachers_identity(), **extra}
+                  **self.parallel.devices_record(), **self._teachers_identity(), **extra}
         self.folder.save_model(name, header, params, bn_state)

@@ -66,6 +66,7 @@ def finish_run(run) -> dict:
         "train_seconds": round(p.train_seconds, 1),
         "seconds_per_epoch": round(p.train_seconds / max(len(p.history), 1), 2),
         "parameters": run.network.param_count(),
+        **run.parallel.devices_record(),  # those of the launch that finished the run
     })
     run.save_model(MODEL, run.model_params(), run.state.bn_state,
                    {"history": p.history, "results": results})

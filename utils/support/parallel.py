@@ -27,6 +27,14 @@ class DataParallel(NamedTuple):
     def replicate(self, tree):
         return jax.device_put(tree, self.replicated)
 
+    def devices_record(self) -> dict:
+        """What a run's records say it computed on: the platform (``cpu``, ``gpu``, ``tpu``),
+        the devices' kind (JAX's ``device_kind``: ``cpu``, or a GPU's model name) and how many
+        there are (every host's)."""
+        first = self.mesh.devices.flat[0]
+        return {"device_platform": first.platform, "device_kind": first.device_kind,
+                "device_count": self.n_devices}
+
     def gather(self, array) -> np.ndarray:
         """A (possibly multi-host) global array as one NumPy array on this host."""
         if self.process_count > 1:
