@@ -29,6 +29,7 @@ LEVELS = [
     [("utils",), ("utils.evaluate",), ("utils.predict",), ("utils.export",),
      ("utils.benchmark",), ("utils.sweep",), ("utils.runs",),
      ("run_experiment",)],           # the apps, and the package's face
+    [("utils.gpu_check",)],          # a backend's check: runs the launcher and the predict app
 ]
 ROOM = {prefix: room for rooms in LEVELS for room in rooms for prefix in room}
 LEVEL = {room: level for level, rooms in enumerate(LEVELS) for room in rooms}
