@@ -16,6 +16,8 @@ from predict_support import (COLLAGE_FACES, read_rows, run, sample_fixture, writ
                              write_video)
 from utils.predict import report as report_module
 from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
+from utils.predict.faces import DetectorSettings, cut_faces, make_detector
+from utils.predict.inputs import FaceFinder
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +48,7 @@ def test_out_naming_a_file_is_refused_and_the_file_kept(crops, tmp_path, capsys)
 def test_a_rerun_into_an_earlier_runs_folder_is_refused_unless_overwrite(sample, crops,
                                                                         tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(capsys, crops, "--no-detect", "--out", out)[0] == 0
+    assert run(capsys, crops, "--no-detect", "--annotated", "--out", out)[0] == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (crops / "crop0.png").unlink()  # the second run sees 5 images
 
@@ -56,7 +58,8 @@ def test_a_rerun_into_an_earlier_runs_folder_is_refused_unless_overwrite(sample,
                      f"give --overwrite to replace them, or another --out\n")
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
-    code, printed, _ = run(capsys, crops, "--no-detect", "--out", out, "--overwrite")
+    code, printed, _ = run(capsys, crops, "--no-detect", "--annotated", "--out", out,
+                           "--overwrite")
     assert code == 0 and "5 images analysed" in printed
     # Only the new run's files: the earlier crop0's annotated image is gone.
     assert sorted(p.name for p in (out / "annotated").iterdir()) == [
@@ -109,7 +112,7 @@ def test_a_real_sigint_ends_in_one_sentence_and_exit_130(sample, tmp_path):
     # SIGINT as a terminal's foreground command gets it (a shell's background job, such as a
     # test suite run with nohup, starts with it ignored, and so would the command).
     process = subprocess.Popen([sys.executable, "-m", "utils.predict", str(folder),
-                                "--no-detect", "--out", str(out)], cwd=PROJECT,
+                                "--no-detect", "--annotated", "--out", str(out)], cwd=PROJECT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
@@ -160,6 +163,19 @@ def test_folders_get_no_per_face_charts_unless_asked(crops, tmp_path, capsys):
     assert chart.shape == (300, 750, 3) and len(np.unique(chart.reshape(-1, 3), axis=0)) > 10
 
 
+def test_a_folder_of_crops_gets_annotated_copies_only_when_asked(crops, tmp_path, capsys):
+    code, printed, _ = run(capsys, crops, "--no-detect", "--out", tmp_path / "plain")
+    assert code == 0 and not (tmp_path / "plain" / "annotated").exists()
+    assert "annotated/" not in printed and len(read_rows(tmp_path / "plain" / "faces.csv")) == 6
+    code, printed, _ = run(capsys, crops, "--no-detect", "--annotated", "--out",
+                           tmp_path / "annotated")
+    copies = sorted((tmp_path / "annotated" / "annotated").iterdir())
+    assert code == 0 and [p.name for p in copies] == [f"crop{i}.png" for i in range(6)]
+    assert "annotated/ (6)" in printed
+    assert read_rows(tmp_path / "plain" / "faces.csv") == read_rows(
+        tmp_path / "annotated" / "faces.csv")
+
+
 def test_the_first_ctrl_c_only_asks_to_stop_the_second_aborts():
     # Python's own handler, as in a terminal (a background job starts with SIGINT ignored).
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -175,3 +191,15 @@ def test_the_first_ctrl_c_only_asks_to_stop_the_second_aborts():
         assert not ctrl_c_requested()
     finally:
         signal.signal(signal.SIGINT, outer)
+
+
+def test_a_whole_image_is_cut_as_the_general_path_cuts_its_region():
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), np.uint8)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    region = np.array([[35.0, 25.0, 70.0, 50.0, 0.0]])  # centre, size, upright
+    for finder, given in ((FaceFinder(None), image), (FaceFinder(None, grayscale=True), gray)):
+        item = finder.item("x", given)
+        np.testing.assert_array_equal(item.regions, region)
+        np.testing.assert_array_equal(item.faces, cut_faces(gray, region))
+        assert item.faces.shape == (1, 48, 48) and np.isnan(item.scores).all()
+    assert not FaceFinder(make_detector(DetectorSettings()), grayscale=True).grayscale

@@ -118,6 +118,10 @@ def _run_options(group) -> None:
     group.add_argument("--face-charts", action=argparse.BooleanOptionalAction, default=None,
                        help="one probability bar chart per face (default: yes for a single "
                             "image, no for folders and videos)")
+    group.add_argument("--annotated", action=argparse.BooleanOptionalAction, default=None,
+                       help="an annotated copy of each image in annotated/ (default: yes, "
+                            "except for a folder with --no-detect: crops, whose faces.csv says "
+                            "it all)")
     group.add_argument("--smooth", type=int, default=SMOOTHING_FRAMES,
                        help="camera: frames a face's shown label is averaged over "
                             f"(default {SMOOTHING_FRAMES})")
@@ -141,8 +145,8 @@ def run(args: argparse.Namespace) -> list[str]:
                           augment=args.views != "plain", smooth_frames=args.smooth,
                           overwrite=args.overwrite)
     return predict(args.input, model, args.out, finder=finder, augment=args.views != "plain",
-                   every=args.every, face_charts=args.face_charts, overwrite=args.overwrite,
-                   workers=args.workers)
+                   every=args.every, face_charts=args.face_charts, annotated=args.annotated,
+                   overwrite=args.overwrite, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,12 +85,6 @@ class Detections(NamedTuple):
     landmarks: np.ndarray  # float [N, 5, 2] (NaN for the cascade, which has none)
     scores: np.ndarray  # float [N] (NaN for the cascade)
 
-    @classmethod
-    def whole(cls, height: int, width: int) -> Detections:
-        """The whole image as one face (inputs that are face crops already)."""
-        return cls(np.array([[0.0, 0.0, width, height]]), np.full((1, 5, 2), np.nan),
-                   np.full(1, np.nan))
-
     def in_reading_order(self) -> Detections:
         order = reading_order(self.boxes)
         return Detections(self.boxes[order], self.landmarks[order], self.scores[order])

@@ -12,7 +12,7 @@ import numpy as np
 
 from loaders.sources import IMAGE_SIZE
 from utils.predict.errors import PredictError
-from utils.predict.faces import Detections, cut_faces, face_regions, region_boxes
+from utils.predict.faces import crop_faces, cut_faces, face_regions, region_boxes
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".m4v")
 
@@ -40,10 +40,12 @@ class Problem:
     reason: str
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """BGR uint8, or None if OpenCV cannot decode the file (imdecode: any file name works)."""
+def read_image(path: Path, grayscale: bool = False) -> np.ndarray | None:
+    """BGR uint8 (or grayscale), or None if OpenCV cannot decode the file (imdecode: any file
+    name works)."""
     data = np.fromfile(path, np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return (cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+            if data.size else None)
 
 
 def input_kind(path: Path) -> str:
@@ -66,24 +68,31 @@ def folder_files(folder: Path) -> list[Path]:
 
 class FaceFinder:
     """Faces found in an image (with ``detector=None``, the whole image taken as one face) and
-    cut out as 48x48 crops. Safe to call from several threads at once."""
+    cut out as 48x48 crops. Safe to call from several threads at once. ``grayscale``: files are
+    decoded as grayscale images (without a detector, where nothing needs their colours)."""
 
-    def __init__(self, detector, align: bool = True):
+    def __init__(self, detector, align: bool = True, grayscale: bool = False):
         self.detector = detector
         self.align = align
+        self.grayscale = grayscale and detector is None
 
     def item(self, source: str, image: np.ndarray, frame: int | None = None,
              time: float | None = None) -> Item:
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        found = (Detections.whole(*gray.shape) if self.detector is None
-                 else self.detector.detect(image))
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if self.detector is None:  # the whole image, upright, on its own pixels
+            height, width = gray.shape
+            regions = np.array([[width / 2, height / 2, width, height, 0.0]])
+            faces = (gray[None].copy() if gray.shape == (IMAGE_SIZE, IMAGE_SIZE)
+                     else crop_faces(gray, [[0, 0, width, height]], IMAGE_SIZE))
+            return Item(source, frame, time, image, regions, np.full(1, np.nan), faces)
+        found = self.detector.detect(image)
         regions = face_regions(found, self.align)
         return Item(source, frame, time, image, regions, found.scores,
                     cut_faces(gray, regions, IMAGE_SIZE))
 
     def image_file(self, path: Path, name: str) -> Item | Problem:
         try:
-            image = read_image(path)
+            image = read_image(path, self.grayscale)
         except OSError as err:
             return Problem(name, f"cannot be read ({err.strerror or err})")
         if image is None:

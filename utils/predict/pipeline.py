@@ -136,7 +136,8 @@ def conclude(report: Report, model, augment: bool, interrupted: bool, seconds: f
 
 def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFinder,
             augment: bool = True, every: int = 1, face_charts: bool | None = None,
-            overwrite: bool = False, workers: int | None = None) -> list[str]:
+            annotated: bool | None = None, overwrite: bool = False,
+            workers: int | None = None) -> list[str]:
     """Analyse an image, a folder or a video, write the outputs into ``out`` (default
     predictions/<input name>/) and return the summary's lines. ``model`` is an EmotionModel
     or an Ensemble. Raises PredictError for an input or output that cannot be used at all
@@ -152,6 +153,10 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
     check_output_folder(out, overwrite)
     workers = workers or os.cpu_count() or 2
     charts = face_charts if face_charts is not None else kind == "image"
+    if annotated is None:  # a folder of crops (no detection): the CSV says all a copy would
+        annotated = not (kind == "folder" and finder.detector is None)
+    if not annotated and finder.detector is None:  # no colour needed: decode grey at once
+        finder = FaceFinder(None, finder.align, grayscale=True)
     with ctrl_c_stops_gracefully(), ThreadPoolExecutor(
             workers, thread_name_prefix="predict-reader") as pool:
         if kind == "video":
@@ -167,7 +172,7 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
                 path, str(path.relative_to(input_path))), files, window=4 * workers)
             total = len(files)
         report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
-                        model.class_names, charts)
+                        model.class_names, charts, annotated)
         return run(report, items, model, augment, total=total, notes=lambda: [])
 
 

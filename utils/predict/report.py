@@ -49,6 +49,7 @@ class Report:
     input_name: str
     class_names: list[str]
     face_charts: bool
+    annotated: bool = True  # an annotated copy of each image (folders, photos)
     fps: float = 0.0
     every: int = 1
     rows: list = field(default_factory=list)
@@ -73,8 +74,9 @@ class Report:
             stem, where = f"frame{item.frame:06d}", f"frame {item.frame}"
         else:
             stem, where = self._unique_stem(Path(item.source).stem), item.source
-            self.folder.submit(f"annotated/{stem}.png", partial(
-                _annotated_png, item, self.class_names))
+            if self.annotated:
+                self.folder.submit(f"annotated/{stem}.png", partial(
+                    _annotated_png, item, self.class_names))
         for index, (box, angle, score, face, probabilities) in enumerate(zip(
                 item.boxes, item.regions[:, 4], item.scores, item.faces, item.probabilities),
                 start=1):
