@@ -146,6 +146,17 @@ BUGS = [
         "        if False:\n            # The same draws", ("tests/test_distillation.py",)),
     Bug("resume-accepts-other-teachers", "utils/experiments/teachers.py",
         "    if saved_sums == now_sums:", "    if True:", ("tests/test_resume.py",)),
+    # The export: a view mirrored upside down; the app: a crop's region, the plain view
+    Bug("export-mirror-flips-rows", "utils/export/views.py", "return lax.rev(x, (2,))",
+        "return lax.rev(x, (1,))", ("tests/test_export_views.py",)),
+    Bug("crop-region-width-height-swapped", "utils/predict/inputs.py",
+        "regions = np.array([[width / 2, height / 2, width, height, 0.0]])",
+        "regions = np.array([[width / 2, height / 2, height, width, 0.0]])",
+        ("tests/test_predict_runs.py",)),
+    Bug("views-plain-ignored", "utils/predict/cli.py",
+        'return predict(args.input, model, args.out, finder=finder, augment=args.views != "plain",',
+        "return predict(args.input, model, args.out, finder=finder, augment=True,",
+        ("tests/test_predict_shipped.py",)),
 ]
 
 
