@@ -2,6 +2,9 @@
 prediction benchmark's accuracy through the app."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,13 @@ import pytest
 
 from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
+from launcher_support import PROJECT
 from predict_support import read_rows, run, variant_model, write_png
 from utils.predict import EmotionModel, PredictError
 from utils.predict.benchmark import test_accuracy as app_accuracy
 from utils.predict.benchmark import write_test_folder
 from utils.predict.shipped import SHIPPED, ShippedModel, model_path, views_for
+from utils.support import compile_cache
 
 
 @pytest.fixture(name="crops")
@@ -112,3 +117,32 @@ def test_the_benchmark_scores_the_apps_labels_against_the_test_folders_classes(t
     (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
     assert app_accuracy(tmp_path / "faces.csv") == {"PublicTest": (-(-n // 3), n)}
 
+
+
+def test_the_compilation_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("FER_JAX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache.cache_folder() == tmp_path / "xdg" / "fer-jax" / "compiled"
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "mine"))
+    assert compile_cache.cache_folder() == tmp_path / "mine"
+    monkeypatch.setenv("FER_JAX_CACHE", "0")
+    assert compile_cache.cache_folder() is None and compile_cache.enable() is None
+
+
+def test_a_second_run_loads_its_compiled_network_from_the_cache(tmp_path, crops, fast_model):
+    folder, _ = crops
+    environment = dict(os.environ, FER_JAX_CACHE=str(tmp_path / "cache"))
+
+    def predict(out):
+        done = subprocess.run([sys.executable, "-m", "utils.predict", str(folder), "--no-detect",
+                               "--model", str(fast_model), "--views", "plain", "--out",
+                               str(tmp_path / out)], cwd=PROJECT, env=environment,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return sorted(p.name for p in (tmp_path / "cache").iterdir())
+
+    first = predict("first")
+    assert first  # the run's compilations were written
+    assert predict("second") == first  # and read back: nothing compiled afresh
+    assert read_rows(tmp_path / "first" / "faces.csv") == read_rows(
+        tmp_path / "second" / "faces.csv")

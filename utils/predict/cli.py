@@ -68,6 +68,9 @@ def load_model(args: argparse.Namespace):
     if args.onnx is not None:
         return ExportedModel(args.onnx)
     from utils.predict.model import DEFAULT_MODEL, load_models  # JAX: only on this path
+    from utils.support import compile_cache
+
+    compile_cache.enable()  # before the models' first compilation: a second run loads it
     return load_models([model_path(path) for path in args.model or []] or [DEFAULT_MODEL])
 
 
