@@ -15,6 +15,7 @@ from predict_support import (BACKGROUND, CLEAR_MARGIN, COLLAGE_FACES, MAX_PROBAB
                              variant_model, write_png, write_video)
 from utils.models import model_io
 from utils.predict import DEFAULT_MODEL, EmotionModel
+from utils.predict import drawing
 from utils.predict.faces import HaarDetector, crop_faces
 
 
@@ -302,3 +303,17 @@ def test_crops_are_the_boxes_resized_to_48(sample):
     assert crop.shape == (1, 48, 48)
     # INTER_AREA halving averages each 2x2 block: pixel-replicated faces come back exactly.
     np.testing.assert_array_equal(crop[0], face)
+
+
+def test_the_frequency_chart_draws_each_class_as_tall_as_its_share():
+    counts = np.array([120, 90, 300, 2900, 800, 650, 1500])
+    chart = cv2.imdecode(np.frombuffer(drawing.frequency_chart(
+        counts, list(CLASS_NAMES), "title"), np.uint8), cv2.IMREAD_COLOR)
+    assert chart.shape == (*drawing.FREQUENCY_CHART_SIZE, 3)
+    bar = np.all(chart == drawing.BAR_BGR, axis=2)
+    columns = np.flatnonzero(bar.any(axis=0))
+    runs = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)  # one run per bar
+    heights = np.array([bar[:, run[len(run) // 2]].sum() for run in runs])
+    assert len(runs) == 7
+    # pixels per count: the same for every bar, within the rounding of one pixel
+    np.testing.assert_allclose(heights, counts * heights[3] / counts[3], atol=1.0)
