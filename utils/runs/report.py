@@ -41,7 +41,7 @@ def history_of(run: Run) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def row_label(board: Leaderboard, rank: int, row: Row) -> str:
+def row_label(rank: int, row: Row) -> str:
     settings = " ".join(f"{k}={shown(v)}" for k, v in row.settings.items())
     return f"#{rank} {settings}".strip()
 
@@ -59,7 +59,7 @@ def plot_costs(board: Leaderboard, path: Path) -> bytes | None:
     fig, axes = plt.subplots(1, 1 + searched, figsize=(7 + 6 * searched, 4.5), squeeze=False)
     for rank, i, run, history in curves:
         style = dict(color=f"C{(rank - 1) % 10}", linestyle=LINE_STYLES[i % len(LINE_STYLES)])
-        label = f"{row_label(board, rank, board.rows[rank - 1])} seed {run.setting('seed')}"
+        label = f"{row_label(rank, board.rows[rank - 1])} seed {run.setting('seed')}"
         final = [float(h["train_cost"]) for h in history if not h["val_cost"]]
         axes[0][0].plot(range(1, len(final) + 1), final, label=label, **style)
         if searched:
@@ -92,7 +92,7 @@ def plot_recall(board: Leaderboard, path: Path) -> bytes | None:
         stds = [100 * (row.std(k) or 0) for k in keys]
         ax.bar(np.arange(len(names)) + (rank - 1 - (len(board.rows) - 1) / 2) * width, means,
                width, yerr=stds, color=f"C{(rank - 1) % 10}",
-               label=row_label(board, rank, row), capsize=2)
+               label=row_label(rank, row), capsize=2)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("recall %")
     ax.set_ylim(0, 100)
@@ -142,7 +142,7 @@ def run_sections(board: Leaderboard) -> list[str]:
             figures = ", ".join(f"{f.header} {100 * figure_value(run, f.key):.2f}"
                                 for f in board.figures if "error" in f.key
                                 and figure_value(run, f.key) is not None)
-            parts += [f"<h3>{html.escape(row_label(board, rank, row))}, seed "
+            parts += [f"<h3>{html.escape(row_label(rank, row))}, seed "
                       f"{html.escape(str(run.setting('seed')))}: {html.escape(run.name)}</h3>",
                       f"<p class=note>{html.escape(figures)}</p>",
                       f"<div class=run>{picture(png, 'confusion matrix')}"
