@@ -2,6 +2,7 @@
 prediction benchmark's accuracy through the app."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from predict_support import read_rows, run, variant_model, write_png
 from utils.predict import EmotionModel, PredictError
 from utils.predict.benchmark import test_accuracy as app_accuracy
 from utils.predict.benchmark import write_test_folder
+from utils.models import model_io
 from utils.predict.shipped import SHIPPED, ShippedModel, model_path, views_for
 from utils.support import compile_cache
 
@@ -146,3 +148,16 @@ def test_a_second_run_loads_its_compiled_network_from_the_cache(tmp_path, crops,
     assert predict("second") == first  # and read back: nothing compiled afresh
     assert read_rows(tmp_path / "first" / "faces.csv") == read_rows(
         tmp_path / "second" / "faces.csv")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_each_shipped_model_is_in_the_repository_whole_with_its_reported_figures(name):
+    """`--model NAME` works in a fresh clone: the file is there, passes its checksum, and is the
+    model its results.json reports (a model replaced without its figures would fail here)."""
+    path = SHIPPED[name].path
+    header, _ = model_io.load(path, model_io.MODEL_FORMAT)  # checksums verified
+    reported = json.loads((path.parent / "results.json").read_text())
+    for key in ("test_error_PublicTest", "aug_test_error_PublicTest"):
+        assert header["results"][key] == reported["results"][key]
+    assert header["network"] == reported["config"]["network"]
+    assert model_path(Path(name)) == path
