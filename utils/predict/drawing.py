@@ -75,16 +75,23 @@ def face_chart(face: np.ndarray, probabilities: np.ndarray, class_names: list[st
     chart[top:top + CHART_FACE_SIDE, 16:16 + CHART_FACE_SIDE] = cv2.resize(
         face, (CHART_FACE_SIDE, CHART_FACE_SIDE), interpolation=cv2.INTER_NEAREST)[..., None]
     left, right, bottom, full = 250, width - 16, height - 40, 190  # full: 100 % in pixels
-    for percent in (50, 100):
-        level = bottom - full * percent // 100
-        cv2.line(chart, (left, level), (right, level), (225, 225, 225), 1)
-        cv2.putText(chart, f"{percent}", (left - 30, level + 4), FONT, 0.38, (90, 90, 90), 1,
-                    cv2.LINE_AA)
+    _grid(chart, (left, right, bottom, full), 100, (50, 100), left - 30)
     winner = int(np.argmax(probabilities))
     _bars(chart, (left, right, bottom, full), probabilities, class_names,
           [[f"{100 * probability:.1f}"] for probability in probabilities],
           [WINNER_BGR if index == winner else BAR_BGR for index in range(len(class_names))])
     return chart
+
+
+def _grid(chart, box, top_value, values, label_x) -> None:
+    """Grey horizontal lines at the values (``top_value``: ``full`` pixels over the baseline
+    ``bottom``), each labelled at x ``label_x``."""
+    left, right, bottom, full = box
+    for value in values:
+        level = bottom - int(round(full * value / top_value))
+        cv2.line(chart, (left, level), (right, level), (225, 225, 225), 1)
+        cv2.putText(chart, f"{value:.0f}", (label_x, level + 4), FONT, 0.38, (90, 90, 90), 1,
+                    cv2.LINE_AA)
 
 
 def _bars(chart, box, fractions, names, texts, colours) -> None:
@@ -120,11 +127,8 @@ def frequency_chart(counts: np.ndarray, class_names: list[str], title: str) -> b
     left, right, bottom = 60, width - 16, height - 40
     full = bottom - 60  # pixels of top_percent
     step = next(step for step in (1, 2, 5, 10, 20, 25, 50) if top_percent / step <= 5)
-    for percent in np.arange(step, top_percent, step):
-        level = bottom - int(round(full * percent / top_percent))
-        cv2.line(chart, (left, level), (right, level), (225, 225, 225), 1)
-        cv2.putText(chart, f"{percent:.0f}", (left - 34, level + 4), FONT, 0.38, (90, 90, 90),
-                    1, cv2.LINE_AA)
+    _grid(chart, (left, right, bottom, full), top_percent, np.arange(step, top_percent, step),
+          left - 34)
     cv2.putText(chart, "% of faces", (8, 50), FONT, 0.38, (90, 90, 90), 1, cv2.LINE_AA)
     _bars(chart, (left, right, bottom, full), relative / top_percent, class_names,
           [[f"{int(count)}", f"{percent:.1f} %"] for count, percent in zip(counts, relative)],
