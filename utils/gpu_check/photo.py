@@ -66,7 +66,7 @@ def run_check(work: Path) -> list[Result]:
                    len(got) == len(faces) and sums < 1e-5,
                    f"{len(got)} of {len(faces)} faces, each row's sum within {sums:.0e} of 1")
     backend = jax.default_backend()
-    on_cpu = on_the_cpu(load_models([DEFAULT_MODEL])).probabilities(
+    on_cpu = on_the_cpu(model).probabilities(  # the same model, once the app is done
         finder.image_file(photo, photo.name).faces, augment=True)
     if on_cpu.shape != got.shape:
         return [found]
