@@ -1,6 +1,6 @@
-"""JAX's persistent compilation cache for the apps that classify (``python -m utils.predict``,
-``python -m utils.evaluate``), applied by their entry points; importing this module changes
-nothing.
+"""JAX's persistent compilation cache for the prediction app (``python -m utils.predict``),
+turned on by its command line where it loads the framework's models; importing this module
+changes nothing.
 
 A fresh process compiles the network for its batch shapes before the first face is classified
 (about 0.8 s for the fast model's one view on a 2-core machine, more for the default model's
