@@ -120,7 +120,6 @@ def test_the_benchmark_scores_the_apps_labels_against_the_test_folders_classes(t
     assert app_accuracy(tmp_path / "faces.csv") == {"PublicTest": (-(-n // 3), n)}
 
 
-
 def test_the_compilation_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("FER_JAX_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
