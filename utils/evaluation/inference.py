@@ -83,6 +83,8 @@ class InferenceModel:
         _check_arrays(self.path, loaded)
         _check_outputs(self.path, loaded.network, self.variant.image_size, self.online,
                        len(self.class_names))
+        # On the device once: numpy arrays would be copied to it at every batch's call.
+        self.params, self.bn_state = jax.device_put((self.params, self.bn_state))
         self._on_plain = _compiled(self.network, self.online, "plain")
         self._on_views = _compiled(self.network, self.online, "views")
 
