@@ -17,7 +17,7 @@ from predict_support import (COLLAGE_FACES, read_rows, run, sample_fixture, writ
 from utils.predict import report as report_module
 from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
 from utils.predict.faces import DetectorSettings, cut_faces, make_detector
-from utils.predict.inputs import FaceFinder
+from utils.predict.inputs import FaceFinder, folder_files
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -202,4 +202,26 @@ def test_a_whole_image_is_cut_as_the_general_path_cuts_its_region():
         np.testing.assert_array_equal(item.regions, region)
         np.testing.assert_array_equal(item.faces, cut_faces(gray, region))
         assert item.faces.shape == (1, 48, 48) and np.isnan(item.scores).all()
+        # A crops-only item keeps its face alone (read far ahead, it stays small).
+        np.testing.assert_array_equal(item.image, item.faces[0] if finder.grayscale else image)
     assert not FaceFinder(make_detector(DetectorSettings()), grayscale=True).grayscale
+
+
+def test_a_folder_lists_its_visible_files_as_rglob_would(tmp_path):
+    """Sorted as paths, hidden files and folders skipped, links to files kept, links to
+    folders and broken links not followed: the same list as the rglob it replaced."""
+    root = tmp_path / "in"
+    for name in ("b.png", "a-c.png", "a/b.png", "a/.hidden.png", ".cache/x.png", "z/y/w.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "e.png").write_bytes(b"x")
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "file_link.png").symlink_to(root / "b.png")
+    (root / "broken.png").symlink_to(tmp_path / "missing.png")
+    reference = sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts))
+    listed = folder_files(root)
+    assert listed == reference
+    assert [p.relative_to(root).as_posix() for p in listed] == [
+        "a/b.png", "a-c.png", "b.png", "file_link.png", "z/y/w.jpg"]

@@ -155,7 +155,10 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
     charts = face_charts if face_charts is not None else kind == "image"
     if annotated is None:  # a folder of crops (no detection): the CSV says all a copy would
         annotated = not (kind == "folder" and finder.detector is None)
-    if not annotated and finder.detector is None:  # no colour needed: decode grey at once
+    # Crops that nothing draws on: decoded grey at once and kept as their 48x48 faces alone,
+    # so a whole run of them is read ahead while the network classifies the run before.
+    crops_only = not annotated and finder.detector is None
+    if crops_only:
         finder = FaceFinder(None, finder.align, grayscale=True)
     with ctrl_c_stops_gracefully(), ThreadPoolExecutor(
             workers, thread_name_prefix="predict-reader") as pool:
@@ -169,7 +172,8 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
             items, total = [item], 1
         else:
             items = ordered_map(pool, lambda path: finder.image_file(
-                path, str(path.relative_to(input_path))), files, window=4 * workers)
+                path, str(path.relative_to(input_path))), files,
+                window=4 * workers + (ITEMS_PER_RUN if crops_only else 0))
             total = len(files)
         report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
                         model.class_names, charts, annotated)
