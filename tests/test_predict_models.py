@@ -115,3 +115,29 @@ def test_faces_classified_in_runs_match_one_batch_in_order(sample, model):
     np.testing.assert_allclose(np.concatenate([item.probabilities for item in analysed]),
                                expected, atol=1e-6)
     assert [len(item.probabilities) for item in analysed] == counts
+
+
+def test_each_run_starts_before_the_one_before_it_is_awaited_the_last_one_too():
+    """The network always has the next run queued: every run, the stream's last partial one
+    included, is started before the previous run's outputs are awaited."""
+    events = []
+
+    class Recording:
+        class_names = CLASS_NAMES
+
+        def start(self, faces, augment):
+            run = len([event for event in events if event[0] == "start"])
+            events.append(("start", run, len(faces)))
+
+            class Outputs:
+                def probabilities(self):
+                    events.append(("await", run))
+                    return np.zeros((len(faces), len(CLASS_NAMES)))
+            return Outputs()
+
+    items = [Item(f"image{index}", None, None, np.zeros((4, 4), np.uint8), np.zeros((1, 5)),
+                  np.full(1, np.nan), np.zeros((1, 48, 48), np.uint8)) for index in range(7)]
+    result = list(classified(iter(items), Recording(), False, faces_per_run=3))
+    assert [item.source for item in result] == [item.source for item in items]
+    assert events == [("start", 0, 3), ("start", 1, 3), ("await", 0), ("start", 2, 1),
+                      ("await", 1), ("await", 2)]

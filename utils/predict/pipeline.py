@@ -89,10 +89,14 @@ def classified(items: Iterable[Item | Problem], model, augment: bool,
             n_faces = n_bytes = 0
             if previous is not None:
                 yield from finish_run(previous)
+    # The last, partial run starts before the one in progress is awaited: the network never
+    # waits for the end of the stream.
+    if pending:
+        previous, running = running, start_run()
+        if previous is not None:
+            yield from finish_run(previous)
     if running is not None:
         yield from finish_run(running)
-    if pending:
-        yield from finish_run(start_run())
 
 
 def analyse(items: Iterable[Item | Problem], model, augment: bool, report: Report,
