@@ -85,13 +85,14 @@ def test_every_face_count_runs_through_two_compiled_shapes(sample, model, monkey
         probabilities = model.probabilities(sample.images[:n_faces], augment=True)
         assert probabilities.shape == (n_faces, 7)
     # The faces' versions (the model's variant: 1 for raw, 2 for mirror) go in batches of the
-    # small shape when they fit it, else of the large one; online views are cut inside.
+    # large shape while they fill it, the rest in batches of the small one (online views are
+    # cut inside): less than one small batch of padding.
     per_face = model.versions(sample.images[:1]).shape[1]
     expected = []
     for n_faces in (1, 8, 9, 300):
         rows = n_faces * per_face
-        batch = SMALL_BATCH_VIEWS if rows <= SMALL_BATCH_VIEWS else BATCH_VIEWS
-        expected += [(batch, 48, 48)] * -(-rows // batch)
+        expected += [(BATCH_VIEWS, 48, 48)] * (rows // BATCH_VIEWS)
+        expected += [(SMALL_BATCH_VIEWS, 48, 48)] * -(-(rows % BATCH_VIEWS) // SMALL_BATCH_VIEWS)
     assert calls == expected
     assert {shape[0] for shape in calls} == {SMALL_BATCH_VIEWS, BATCH_VIEWS}
 

@@ -37,6 +37,15 @@ BATCH = 256
 _COMPILED: dict[str, object] = {}
 
 
+def batch_bounds(n: int) -> list[tuple[int, int]]:
+    """(start, stop) of the fixed-shape batches of n rows (a multiple of SMALL_BATCH): large
+    batches, then small ones for the rest, so at most SMALL_BATCH - 1 rows are padding (the
+    network runs as fast a row in either shape on CPUs: measured on 2 cores)."""
+    large = n // BATCH * BATCH
+    return ([(start, start + BATCH) for start in range(0, large, BATCH)]
+            + [(start, start + SMALL_BATCH) for start in range(large, n, SMALL_BATCH)])
+
+
 def _compiled(network, online: OnlineViews, which: str):
     """The network on uint8 images (scaled on the device): 'plain' gives [B, classes], 'views'
     [B * online.n_views, classes], 'floats' the plain view of float images [B, S, S, 1]."""
@@ -135,13 +144,12 @@ class InferenceModel:
                                f"(its {self.variant.name} variant), got "
                                f"{images.shape[1]}x{images.shape[2]}")
         n = len(images)
-        batch = SMALL_BATCH if n <= SMALL_BATCH else BATCH
-        padded = -(-n // batch) * batch
+        padded = -(-n // SMALL_BATCH) * SMALL_BATCH
         images = np.concatenate([images, np.zeros((padded - n, *images.shape[1:]), np.uint8)])
         compiled = self._on_views if which == "views" else self._on_plain
-        outputs = [compiled(self.params, self.bn_state, images[start:start + batch])
-                   for start in range(0, padded, batch)]
-        return Pending(outputs, n, per_image, len(self.class_names))
+        return Pending([compiled(self.params, self.bn_state, images[start:stop])
+                        for start, stop in batch_bounds(padded)], n, per_image,
+                       len(self.class_names))
 
 
 def _read_header(path: Path, header: dict):
