@@ -140,6 +140,8 @@ def test_a_second_run_loads_its_compiled_network_from_the_cache(tmp_path, crops,
                                str(tmp_path / out)], cwd=PROJECT, env=environment,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
+        # The summary reaches a pipe whole (the process ends with os._exit after flushing it).
+        assert done.stdout.splitlines()[-1].startswith(f"outputs in {tmp_path / out}: ")
         return sorted(p.name for p in (tmp_path / "cache").iterdir())
 
     first = predict("first")
