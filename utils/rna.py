@@ -195,8 +195,10 @@ def max_pool(x, size: int = 2):
     """
     if _PLAIN_FORMS.get():
         # flax's max_pool is lax.reduce_window(max) over the spatial axes, which converters
-        # (jax2onnx) recognise as one pooling operator; a bare reduce_window over NHWC becomes
-        # a pooling over all four axes, which runtimes refuse. Imported here: only then needed.
+        # (jax2onnx) recognise as one pooling operator; a bare reduce_window, over NHWC or
+        # transposed to NCHW, becomes a pooling over all four axes, which onnxruntime refuses
+        # ("Unsupported pooling size": both tried with jax2onnx 0.17.1). Imported here: only
+        # then needed.
         from flax import nnx
         return nnx.max_pool(x, window_shape=(size, size), strides=(size, size),
                             padding="VALID")
