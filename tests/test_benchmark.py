@@ -153,3 +153,27 @@ def test_distill_times_the_step_without_a_teacher_and_with_each_view_choice(tmp_
     assert distill.main(["--teacher", str(tmp_path / "nowhere"), "--network", "tiny_net:tiny",
                          "--batch-size", "4"]) == 2
     assert capsys.readouterr().err == f"error: teacher {tmp_path / 'nowhere'}: no such file\n"
+
+
+def test_a_run_stopped_midway_keeps_what_it_measured_in_its_json(tmp_path, monkeypatch):
+    """Each measured network is in the JSON as soon as it is measured (a device's time limit
+    can stop the run), marked partial; the finished run's report replaces it."""
+    measured = []
+
+    def one_network(name, batch_size, dtype, *args, **kwargs):
+        if measured:
+            raise KeyboardInterrupt  # the time limit, after the first measurement
+        measured.append(name)
+        return {"network": name, "batch_size": batch_size, "dtype": dtype}, [1.0]
+
+    monkeypatch.setattr(cli, "measure_network", one_network)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--networks", "mlp", "--batch-sizes", "8", "--dtypes", "float32",
+                  "bfloat16", "--json", str(out), "--no-pipeline"])
+    report = json.loads(out.read_text())
+    assert report == {"command": "python -m utils.benchmark --networks mlp --batch-sizes 8 "
+                                 f"--dtypes float32 bfloat16 --json {out} --no-pipeline",
+                      "partial": True,
+                      "results": [{"network": "mlp", "batch_size": 8, "dtype": "float32"}]}
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from utils.benchmark.measure import (EVAL_BATCHES_PER_STEP, PEERS, available_peers,
                                      measure_device_scaling, measure_network, measure_pipeline,
@@ -13,6 +14,7 @@ from utils.benchmark.measure import (EVAL_BATCHES_PER_STEP, PEERS, available_pee
 from utils.benchmark.report import format_report
 from utils.training import online_augmentation
 from utils.nn.precision import COMPUTE_DTYPES, bfloat16_cpu_note
+from utils.support.safe_files import atomic_write
 
 DEFAULT_AUGMENT = "rotate:10,scale:0.1,crop:4,flip,erase:0.25"
 
@@ -153,6 +155,10 @@ def _measure_networks(args, log) -> dict:
                                                   augment=args.augment or None)
                 results.append(result)
                 peak_seconds[dtype] += seconds
+                if args.json:  # a run stopped by a time limit keeps what it measured
+                    atomic_write(Path(args.json), json.dumps(
+                        {"command": "python -m utils.benchmark " + shlex.join(args.argv),
+                         "partial": True, "results": results}, indent=1).encode())
     size = results[0]["matmul_size"]
     peak_gflops = {dtype: 2 * size ** 3 / min(seconds) / 1e9
                    for dtype, seconds in peak_seconds.items()}
@@ -169,7 +175,6 @@ def main(argv=None) -> int:
     report = run(args, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(report, file, indent=1)
+        atomic_write(Path(args.json), json.dumps(report, indent=1).encode())
     return 0
 
