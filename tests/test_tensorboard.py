@@ -46,7 +46,9 @@ def test_a_restart_rewrites_the_checkpoints_points_and_drops_what_came_after(tmp
     first.step_cost("search", 30, 1.7, 1012.0)
     live_epoch(first, ahead, row("search", 3, 1.6, 1.65), 1020.0)
     live_epoch(first, ahead, row("retrain", 1, 2.2), 1030.0)
-    first.writer.flush()  # as a killed run may have left them on disk
+    # On disk, as a killed run may have left them. Closed, not flushed: tensorboardX's
+    # flush() writes out only what its thread has already taken from its queue.
+    first.close()
     assert len(raw_points(tmp_path)["search/train_cost"]) == 3
 
     second = EventLog(tmp_path, PHASES, enabled=True)
