@@ -76,6 +76,15 @@ def classified(items: Iterable[Item | Problem], model, augment: bool,
                 item.probabilities = rows
         return run_items
 
+    def start_next():
+        """Start the pending items' run, then yield the items of the run before it: the
+        network always has the next run queued, the stream's last, partial one too."""
+        nonlocal running
+        previous, running = running, start_run()
+        pending.clear()
+        if previous is not None:
+            yield from finish_run(previous)
+
     n_faces = n_bytes = 0
     for item in items:
         pending.append(item)
@@ -84,17 +93,10 @@ def classified(items: Iterable[Item | Problem], model, augment: bool,
         # Images are held until classified: bound them too, not only the faces.
         if (n_faces >= faces_per_run or len(pending) >= items_per_run
                 or n_bytes >= image_bytes_per_run):
-            previous, running = running, start_run()
-            pending.clear()
             n_faces = n_bytes = 0
-            if previous is not None:
-                yield from finish_run(previous)
-    # The last, partial run starts before the one in progress is awaited: the network never
-    # waits for the end of the stream.
+            yield from start_next()
     if pending:
-        previous, running = running, start_run()
-        if previous is not None:
-            yield from finish_run(previous)
+        yield from start_next()
     if running is not None:
         yield from finish_run(running)
 
