@@ -98,6 +98,10 @@ def _check_augment(parser, spec: str, im_dim: tuple) -> None:
                      f"without it must see the same size: use crop:P")
 
 
+def command_line(args) -> str:
+    return "python -m utils.benchmark " + shlex.join(args.argv)
+
+
 def run(args, log=print) -> dict:
     from utils.support import host_tuning
 
@@ -128,7 +132,7 @@ def run(args, log=print) -> dict:
         scaling = measure_device_scaling(args.networks[0], args.batch_sizes[0], args.im_dim,
                                          sorted(set(args.devices)), args.rounds, args.steps,
                                          log)
-    return {"command": "python -m utils.benchmark " + shlex.join(args.argv),
+    return {"command": command_line(args),
             "device": device, "host_tuning": measured["host_tuning"],
             "bfloat16_note": (bfloat16_cpu_note() if "bfloat16" in args.dtypes
                               and device.get("platform") == "cpu" else None),
@@ -157,8 +161,8 @@ def _measure_networks(args, log) -> dict:
                 peak_seconds[dtype] += seconds
                 if args.json:  # a run stopped by a time limit keeps what it measured
                     atomic_write(Path(args.json), json.dumps(
-                        {"command": "python -m utils.benchmark " + shlex.join(args.argv),
-                         "partial": True, "results": results}, indent=1).encode())
+                        {"command": command_line(args), "partial": True, "results": results},
+                        indent=1).encode())
     size = results[0]["matmul_size"]
     peak_gflops = {dtype: 2 * size ** 3 / min(seconds) / 1e9
                    for dtype, seconds in peak_seconds.items()}
