@@ -19,26 +19,20 @@ import argparse
 import hashlib
 import json
 import lzma
-import shutil
 import sys
 from pathlib import Path
 
 from utils.support.safe_files import atomic_write, temporary_name
 
 MANIFEST = "manifest.json"
-CHUNK = 1 << 20
 
 
 class CarryError(Exception):
     """A part or manifest that cannot be used; the message says which and what to do."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def pack(source: Path, folder: Path, parts: int, preset: int = 9) -> list[Path]:
@@ -48,15 +42,14 @@ def pack(source: Path, folder: Path, parts: int, preset: int = 9) -> list[Path]:
         raise CarryError(f"--parts must be at least 1, got {parts}")
     if not source.is_file():
         raise CarryError(f"{source}: no such file; build it first (README \"Datasets\")")
-    compressed = lzma.compress(source.read_bytes(), preset=preset)
+    data = source.read_bytes()
+    compressed = lzma.compress(data, preset=preset)
     size = -(-len(compressed) // parts)
     chunks = [compressed[start:start + size] for start in range(0, len(compressed), size)]
     chunks += [b""] * (parts - len(chunks))  # a tiny file still comes in the parts asked for
     names = [f"{source.name}.xz.{index}of{parts}" for index in range(1, parts + 1)]
-    manifest = {"file": source.name, "size": source.stat().st_size,
-                "sha256": sha256_of(source),
-                "parts": [{"name": name, "size": len(chunk),
-                           "sha256": hashlib.sha256(chunk).hexdigest()}
+    manifest = {"file": source.name, "size": len(data), "sha256": sha256(data),
+                "parts": [{"name": name, "size": len(chunk), "sha256": sha256(chunk)}
                           for name, chunk in zip(names, chunks)]}
     written = []
     for index, (name, chunk) in enumerate(zip(names, chunks), start=1):
@@ -88,15 +81,16 @@ def stash(carried: Path, staging: Path) -> dict:
     atomic_write(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
     for part in manifest["parts"]:
         for arrived in carried.glob(f"*/{part['name']}"):
-            _check_part(arrived, part)
-            shutil.copyfile(arrived, temporary_name(staging / part["name"]))
-            temporary_name(staging / part["name"]).replace(staging / part["name"])
+            atomic_write(staging / part["name"], _checked_part(arrived, part))
     return manifest
 
 
-def _check_part(path: Path, part: dict) -> None:
-    if path.stat().st_size != part["size"] or sha256_of(path) != part["sha256"]:
-        raise CarryError(f"{path}: its size or SHA-256 differs from the manifest's (a part "
+def _checked_part(path: Path, part: dict) -> bytes:
+    """The part's bytes, once they match the manifest's size and SHA-256."""
+    data = path.read_bytes()
+    if len(data) == part["size"] and sha256(data) == part["sha256"]:
+        return data
+    raise CarryError(f"{path}: its size or SHA-256 differs from the manifest's (a part "
                          f"of another packing, or damaged in transit); pack the file again "
                          f"and carry its parts")
 
@@ -119,9 +113,7 @@ def unpack(staging: Path, manifest: dict, to: Path) -> Path:
     digest = hashlib.sha256()
     with open(temporary, "wb") as out:
         for part in manifest["parts"]:
-            path = staging / part["name"]
-            _check_part(path, part)
-            data = decompressor.decompress(path.read_bytes())
+            data = decompressor.decompress(_checked_part(staging / part["name"], part))
             digest.update(data)
             out.write(data)
     if digest.hexdigest() != manifest["sha256"] or temporary.stat().st_size != manifest["size"]:
