@@ -9,10 +9,10 @@ from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
 from predict_support import (model_fixture, probabilities_of, read_rows, resaved_model, run,
                              sample_fixture, variant_model, write_png)
+from utils.evaluation.batching import batch_bounds, images_per_batch
 from utils.models.model_io import ModelFileError
 from utils.predict import DEFAULT_MODEL, EmotionModel, Ensemble, load_models
 from utils.predict.inputs import Item, Problem
-from utils.predict.model import BATCH_VIEWS, SMALL_BATCH_VIEWS
 from utils.predict.pipeline import classified
 
 
@@ -72,29 +72,46 @@ def test_a_model_is_verified_on_load_and_refused_naming_the_file(tmp_path, capsy
                             "train it again\n")
 
 
-def test_every_face_count_runs_through_two_compiled_shapes(sample, model, monkeypatch):
+@pytest.mark.parametrize("augment", [True, False])
+def test_every_face_count_runs_through_fixed_shapes_of_bounded_rows(sample, model, monkeypatch,
+                                                                     augment):
     calls = []
-    original = model._on_views  # the views of every face (augment=True)
+    name = "_on_views" if augment else "_on_plain"
+    original = getattr(model, name)
 
     def counting(params, bn_state, pixels):
         calls.append(pixels.shape)
         return original(params, bn_state, pixels)
 
-    monkeypatch.setattr(model, "_on_views", counting)
+    monkeypatch.setattr(model, name, counting)
     for n_faces in (1, 8, 9, 300):
-        probabilities = model.probabilities(sample.images[:n_faces], augment=True)
+        probabilities = model.probabilities(sample.images[:n_faces], augment=augment)
         assert probabilities.shape == (n_faces, 7)
-    # The faces' versions (the model's variant: 1 for raw, 2 for mirror) go in batches of the
-    # large shape while they fill it, the rest in batches of the small one (online views are
-    # cut inside): less than one small batch of padding.
-    per_face = model.versions(sample.images[:1]).shape[1]
+    # The faces (their variant's versions: 1 for raw, 2 for mirror) go in batches of the large
+    # shape while they fill it, the rest in batches of 16 (online views are cut inside): less
+    # than one small batch of padding. The large shape holds at most 256 of the network's rows:
+    # 256 plain views, or 16 faces in the default model's ten-crop (160 rows: one shape).
+    per_face = model.versions(sample.images[:1]).shape[1] if augment else 1
+    large = 16 if augment else 256
+    assert model.batch_faces(augment) == large
     expected = []
     for n_faces in (1, 8, 9, 300):
         rows = n_faces * per_face
-        expected += [(BATCH_VIEWS, 48, 48)] * (rows // BATCH_VIEWS)
-        expected += [(SMALL_BATCH_VIEWS, 48, 48)] * -(-(rows % BATCH_VIEWS) // SMALL_BATCH_VIEWS)
+        expected += [(large, 48, 48)] * (rows // large)
+        expected += [(16, 48, 48)] * -(-(rows % large) // 16)
     assert calls == expected
-    assert {shape[0] for shape in calls} == {SMALL_BATCH_VIEWS, BATCH_VIEWS}
+
+
+def test_a_large_batch_holds_at_most_256_network_rows():
+    # faces per large batch for 1 to 300 rows a face: a multiple of 16, at least 16
+    for rows_per_face in range(1, 301):
+        faces = images_per_batch(rows_per_face)
+        assert faces % 16 == 0 and faces >= 16
+        assert faces * rows_per_face <= 256 or faces == 16
+        assert (faces + 16) * rows_per_face > 256  # as large as the bound allows
+    assert [images_per_batch(r) for r in (1, 2, 10, 16, 17)] == [256, 128, 16, 16, 16]
+    bounds = batch_bounds(304, 256)
+    assert bounds == [(0, 256), (256, 272), (272, 288), (288, 304)]
 
 
 def test_faces_classified_in_runs_match_one_batch_in_order(sample, model):

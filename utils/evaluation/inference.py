@@ -7,8 +7,8 @@
 A model sees at test time the views of ``utils.training.views``: its dataset variant's versions of
 an image (a dataset file's ``/test_aug``, or made from 48x48 faces by ``versions``), each in the
 online views of its training (ten-crop windows, mirrors). Its network is compiled for two batch
-shapes (a small one for a photo's few faces, a large one for folders, videos and test sets), every
-batch padded to one of them; the outputs come back asynchronously (``Pending``), so the caller can
+shapes (a small one for a photo's few faces, a large one for folders, videos and test sets,
+bounded in the network's rows: ``utils.evaluation.batching``), every batch padded to one of them; the outputs come back asynchronously (``Pending``), so the caller can
 prepare the next images meanwhile. ``utils.evaluate``, ``utils.predict`` and the launcher's views
 share this. A model file is checked on load: its header, finite arrays, as many outputs as class
 names.
@@ -24,26 +24,15 @@ import numpy as np
 from loaders.augment import Variant, get_variant
 from loaders.batches import scale_pixels
 from loaders.sources import DatasetError
+from utils.evaluation.batching import SMALL_BATCH, batch_bounds, images_per_batch
 from utils.nn.losses import softmax
 from utils.models.model_io import ModelFileError, load_model
 from utils.training.online_augmentation import AugmentError, parse
 from utils.training.views import OnlineViews, summed_view_logits
 
-SMALL_BATCH = 16
-BATCH = 256
-
 # One compiled function per architecture and view, shared by every model of it (tests and
 # ensembles load the same network several times; each would otherwise compile again).
 _COMPILED: dict[str, object] = {}
-
-
-def batch_bounds(n: int) -> list[tuple[int, int]]:
-    """(start, stop) of the fixed-shape batches of n rows (a multiple of SMALL_BATCH): large
-    batches, then small ones for the rest, so at most SMALL_BATCH - 1 rows are padding (the
-    network runs as fast a row in either shape on CPUs: measured on 2 cores)."""
-    large = n // BATCH * BATCH
-    return ([(start, start + BATCH) for start in range(0, large, BATCH)]
-            + [(start, start + SMALL_BATCH) for start in range(large, n, SMALL_BATCH)])
 
 
 def _compiled(network, online: OnlineViews, which: str):
@@ -148,8 +137,8 @@ class InferenceModel:
         images = np.concatenate([images, np.zeros((padded - n, *images.shape[1:]), np.uint8)])
         compiled = self._on_views if which == "views" else self._on_plain
         return Pending([compiled(self.params, self.bn_state, images[start:stop])
-                        for start, stop in batch_bounds(padded)], n, per_image,
-                       len(self.class_names))
+                        for start, stop in batch_bounds(padded, images_per_batch(per_image))],
+                       n, per_image, len(self.class_names))
 
 
 def _read_header(path: Path, header: dict):

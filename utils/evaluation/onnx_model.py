@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.evaluation.batching import images_per_batch
+
 FORMAT = "fer-jax exported model"
 FORMAT_VERSION = 1
 PREFIX = "fer_jax."
@@ -38,7 +40,6 @@ METADATA = {
     "export_code_version": "the code version that exported it",
     "graph_sha256": "SHA-256 of the graph's serialised bytes, checked when the file is read",
 }
-BATCH = 256  # faces per run: bounds the memory of the views (ten-crop: 2,560 images)
 # loaders.batches.scale_pixels: a multiplication by float32(1/255), as the framework scales.
 PIXEL_SCALE = np.float32(1 / 255)
 
@@ -129,7 +130,8 @@ class OnnxModel:
             raise OnnxModelError(f"{self.path} takes faces [N, {', '.join(map(str, expected))}]"
                                  f", got {list(faces.shape)}")
         faces = np.ascontiguousarray(faces, np.float32)
-        outputs = [self.session.run(None, {self.input_name: faces[start:start + BATCH]})[0]
-                   for start in range(0, len(faces), BATCH)]
+        batch = images_per_batch(self.n_views)  # faces a run: bounds the views' memory
+        outputs = [self.session.run(None, {self.input_name: faces[start:start + batch]})[0]
+                   for start in range(0, len(faces), batch)]
         return (np.concatenate(outputs) if outputs
                 else np.zeros((0, len(self.class_names)), np.float32))

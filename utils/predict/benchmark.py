@@ -33,7 +33,7 @@ import numpy as np
 
 from loaders.sample import SAMPLE_CSV
 from loaders.sources import TEST_USAGES, read_csv, read_source
-from utils.predict.model import BATCH_VIEWS, EmotionModel
+from utils.predict.model import EmotionModel
 from utils.predict.shipped import model_path, views_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -97,10 +97,10 @@ def write_video(path: Path, faces: np.ndarray, seconds: float) -> int:
 
 def network_speed(model: EmotionModel, faces: np.ndarray, augment: bool,
                   seconds: float = 5.0) -> tuple[float, float]:
-    """(views/s, faces/s) of the compiled network on the app's batches of BATCH_VIEWS images,
-    with every test-time view of each face (``augment``) or its plain view."""
+    """(views/s, faces/s) of the compiled network on the app's large batches, with every
+    test-time view of each face (``augment``) or its plain view."""
     per_face = model.n_views if augment else 1
-    batch = np.resize(faces, (BATCH_VIEWS, *faces.shape[1:]))
+    batch = np.resize(faces, (model.batch_faces(augment), *faces.shape[1:]))
     model.logits(batch, augment)  # compiles
     start, n_faces = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
@@ -141,7 +141,8 @@ def model_lines(name: str, folder: Path, inputs: dict[str, Input],
     view_text = model.describe_views() if augment else "its plain view"
     views_per_second, faces_per_second = network_speed(model, faces, augment)
     lines = [f"model {name} (network {model.network.name}, {view_text}):",
-             f"  network alone, batches of {BATCH_VIEWS} faces: {views_per_second:,.0f} "
+             f"  network alone, batches of {model.batch_faces(augment)} faces: "
+             f"{views_per_second:,.0f} "
              f"views/s, {faces_per_second:,.0f} faces/s"]
     out = folder / f"out_{Path(name).name}"
     for kind, given in inputs.items():

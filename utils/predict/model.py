@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.evaluation.inference import BATCH as BATCH_VIEWS
-from utils.evaluation.inference import SMALL_BATCH as SMALL_BATCH_VIEWS
-from utils.evaluation.inference import InferenceModel, Pending, ensemble_probabilities
+from utils.evaluation.inference import (InferenceModel, Pending, ensemble_probabilities,
+                                        images_per_batch)
 from utils.models.model_io import ModelFileError
 from utils.predict.shipped import DEFAULT_MODEL
 
-__all__ = ["BATCH_VIEWS", "DEFAULT_MODEL", "EmotionModel", "Ensemble", "SMALL_BATCH_VIEWS",
-           "load_models"]
+__all__ = ["DEFAULT_MODEL", "EmotionModel", "Ensemble", "load_models"]
 
 
 
@@ -33,6 +31,10 @@ class EmotionModel(InferenceModel):
                  else "plain view only")
         return (f"model {self.path} (network {self.network.name}, trained on the "
                 f"{self.variant.name} variant, {size}x{size}); {views}")
+
+    def batch_faces(self, augment: bool) -> int:
+        """Faces in one of the network's large batches (its plain view, or every view)."""
+        return images_per_batch(self.online.n_views if augment else 1)
 
     def start(self, faces: np.ndarray, augment: bool) -> Pending:
         """Start the network on uint8 48x48 faces [N, 48, 48] and return at once (JAX runs it

@@ -118,8 +118,10 @@ def _keep_freed_memory() -> None:
         return
     libc = ctypes.CDLL("libc.so.6")
     # Arena limit first: threads created from now on (XLA's) share the main heap.
+    # A trim threshold of -1 turns trimming off (mallopt(3)); the largest positive one, 2 GiB,
+    # still let the heap shrink after a step whose temporaries passed it.
     if (libc.mallopt(_M_ARENA_MAX, 1) and libc.mallopt(_M_MMAP_MAX, 0)
-            and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)):
+            and libc.mallopt(_M_TRIM_THRESHOLD, -1)):
         _applied.append("glibc malloc: one arena, no mmap, no trimming (freed memory reused)")
 
 
