@@ -9,3 +9,7 @@ host_tuning.apply()
 # compile_cache): tests compile as they always did and write nothing into the user's home;
 # tests/test_predict_shipped.py runs the cache in child processes of its own.
 os.environ["FER_JAX_CACHE"] = "0"
+# The inference convolutions' Winograd form (utils.nn.winograd, chosen on the CPUs measured)
+# compiles about a second longer a layer; its own tests turn it on, the rest of the suite
+# compiles the plain convolutions (the same values within float32 rounding).
+os.environ["FER_WINOGRAD"] = "0"

@@ -157,6 +157,12 @@ BUGS = [
         'return predict(args.input, model, args.out, finder=finder, augment=args.views != "plain",',
         "return predict(args.input, model, args.out, finder=finder, augment=True,",
         ("tests/test_predict_shipped.py",)),
+    Bug("winograd-input-transform-sign", "utils/nn/winograd.py",
+        "[0, -1, 1, 0], [0, 1, 0, -1]]", "[0, -1, 1, 0], [0, 1, 0, 1]]",
+        ("tests/test_winograd.py",)),
+    Bug("inference-batch-counted-in-faces", "utils/evaluation/batching.py",
+        "BATCH_ROWS // rows_per_image // SMALL_BATCH", "BATCH_ROWS // SMALL_BATCH",
+        ("tests/test_predict_models.py",)),
 ]
 
 

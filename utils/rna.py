@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils.nn import cpu_batch_norm, cpu_kernels, precision
+from utils.nn import cpu_batch_norm, cpu_kernels, precision, winograd
 from utils.support.names import closest_name
 
 BN_EPSILON = 1e-5
@@ -154,12 +154,16 @@ def conv2d(x, w):
     CPU (``cpu_kernels.patch_conv``: its taps summed at inference, one matrix product with
     its im2col patches in training), and so does bfloat16 on CPU (``cpu_kernels.bfloat16_conv``:
     the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
+    A 3x3 window over 64 or more channels is, at inference on the CPUs measured, Winograd's
+    F(2x2, 3x3) (``winograd.conv3x3``: 2.25x fewer products; the plain conv in training).
     """
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
     if _is_patch_conv(w) and not _PLAIN_FORMS.get():
         return cpu_kernels.patch_conv(x, w)
+    if winograd.chosen(x, w) and not _PLAIN_FORMS.get():
+        return winograd.conv3x3(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),

@@ -31,6 +31,7 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -69,7 +70,9 @@ def _jaxlib_series() -> str | None:
     return ".".join(version.__version__.split(".")[:2])
 
 
-def _cpu_vendor() -> str:
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD), or '' where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             return next((line.split(":", 1)[1].strip() for line in cpuinfo
@@ -80,7 +83,7 @@ def _cpu_vendor() -> str:
 
 def kernel_flag() -> str:
     """The XLA flag ``apply()`` sets on this machine (see the module's docstring)."""
-    kernels = "individual_dot" if _cpu_vendor() == "GenuineIntel" else ""
+    kernels = "individual_dot" if cpu_vendor() == "GenuineIntel" else ""
     return f"{_KERNEL_FLAG_NAME}={kernels}"
 
 

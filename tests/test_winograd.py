@@ -1,0 +1,76 @@
+"""Winograd's F(2x2, 3x3) convolution (utils.nn.winograd): the same values as lax's convolution
+on random inputs, the plain convolution's gradient bit for bit, and where rna.conv2d takes it."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from utils import rna
+from utils.nn import winograd
+
+
+def plain_conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def random_conv_inputs(seed, n, h, width, c_in, c_out):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, h, width, c_in)).astype(np.float32),
+            rng.standard_normal((3, 3, c_in, c_out)).astype(np.float32))
+
+
+# even and odd sides (an odd one pads a last row or column of tiles), one-pixel images, and
+# the channel counts of the networks' layers
+@pytest.mark.parametrize("shape", [(2, 6, 6, 3, 5), (3, 5, 7, 4, 2), (1, 1, 1, 2, 3),
+                                   (2, 10, 10, 64, 8), (1, 3, 4, 1, 1)])
+def test_winograd_conv_matches_lax_convolution(shape):
+    x, w = random_conv_inputs(sum(shape), *shape)
+    expected = np.asarray(plain_conv(x, w))
+    got = np.asarray(jax.jit(winograd.conv3x3)(x, w))
+    assert got.shape == expected.shape and got.dtype == np.float32
+    # float32 rounding of a different summation: within 1e-5 of the largest output
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_winograd_conv_differentiates_as_the_plain_convolution_bit_for_bit():
+    x, w = random_conv_inputs(7, 2, 6, 5, 4, 3)
+    g = np.random.default_rng(8).standard_normal((2, 6, 5, 3)).astype(np.float32)
+
+    def loss(conv):
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) * g), argnums=(0, 1)))
+
+    for got, expected in zip(loss(winograd.conv3x3)(x, w), loss(plain_conv)(x, w)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_the_form_is_chosen_for_wide_float32_3x3_windows_on_measured_cpus(monkeypatch):
+    wide, narrow = np.zeros((3, 3, 64, 8), np.float32), np.zeros((3, 3, 32, 8), np.float32)
+    x = np.zeros((1, 4, 4, 64), np.float32)
+    monkeypatch.setenv("FER_WINOGRAD", "1")
+    assert winograd.chosen(x, wide) and not winograd.chosen(x, narrow)
+    assert not winograd.chosen(x.astype(jnp.bfloat16), wide)
+    assert not winograd.chosen(x, np.zeros((5, 5, 64, 8), np.float32))
+    monkeypatch.setenv("FER_WINOGRAD", "0")
+    assert not winograd.chosen(x, wide)
+    monkeypatch.delenv("FER_WINOGRAD")
+    measured = winograd.host_tuning.cpu_vendor() in winograd.MEASURED_CPU_VENDORS
+    assert winograd.chosen(x, wide) == measured
+
+
+def test_rna_conv2d_takes_the_form_at_inference_and_the_plain_one_in_training(monkeypatch):
+    monkeypatch.setenv("FER_WINOGRAD", "1")
+    x, w = random_conv_inputs(3, 2, 4, 4, 64, 4)
+    # the forms' sums of 576 products differ in their rounding
+    forward = np.asarray(jax.jit(rna.conv2d)(x, w))
+    np.testing.assert_array_equal(forward, np.asarray(jax.jit(winograd.conv3x3)(x, w)))
+    assert not np.array_equal(forward, np.asarray(jax.jit(plain_conv)(x, w)))
+    with rna.plain_forms():  # the export traces the plain convolution
+        exported = np.asarray(jax.jit(lambda x, w: rna.conv2d(x, w))(x, w))
+    np.testing.assert_array_equal(exported, np.asarray(jax.jit(plain_conv)(x, w)))
+    # differentiated: the plain convolution's forward (returned beside the gradient)
+    value = jax.jit(lambda x, w: jax.vjp(rna.conv2d, x, w)[0])(x, w)
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(jax.jit(plain_conv)(x, w)))
