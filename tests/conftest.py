@@ -11,5 +11,6 @@ host_tuning.apply()
 os.environ["FER_JAX_CACHE"] = "0"
 # The inference convolutions' Winograd form (utils.nn.winograd, chosen on the CPUs measured)
 # compiles about a second longer a layer; its own tests turn it on, the rest of the suite
-# compiles the plain convolutions (the same values within float32 rounding).
-os.environ["FER_WINOGRAD"] = "0"
+# compiles the plain convolutions (the same values within float32 rounding) unless the
+# environment says FER_WINOGRAD=1 (the whole suite with the form: slower to compile).
+os.environ.setdefault("FER_WINOGRAD", "0")

@@ -15,9 +15,11 @@ the layers with 64 or more input channels (20x20 down to 5x5), 0.8-1.05x with 32
 keep the classic kernel. The values equal the direct sum within float32 rounding (about 1e-6
 of the largest output; tests/test_winograd.py against ``lax.conv_general_dilated``).
 
-Only the forward is this form: differentiated (training), ``conv3x3`` is the plain convolution
-and its gradient, so training's results are unchanged, bit for bit (as ``cpu_kernels.patch_conv``
-does for the input layer).
+Only the undifferentiated forward is this form: differentiated (a training step), ``conv3x3`` is
+the plain convolution and its gradient, so the steps' updates are as before, bit for bit (as
+``cpu_kernels.patch_conv`` does for the input layer); a run's forward-only passes (batch norm's
+population statistics, validation, test) take the form, their figures the same within float32
+rounding.
 """
 from __future__ import annotations
 
