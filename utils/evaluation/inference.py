@@ -8,8 +8,9 @@ A model sees at test time the views of ``utils.training.views``: its dataset var
 an image (a dataset file's ``/test_aug``, or made from 48x48 faces by ``versions``), each in the
 online views of its training (ten-crop windows, mirrors). Its network is compiled for two batch
 shapes (a small one for a photo's few faces, a large one for folders, videos and test sets,
-bounded in the network's rows: ``utils.evaluation.batching``), every batch padded to one of them; the outputs come back asynchronously (``Pending``), so the caller can
-prepare the next images meanwhile. ``utils.evaluate``, ``utils.predict`` and the launcher's views
+bounded in the network's rows: ``utils.evaluation.batching``), every batch padded to one of
+them; the outputs come back asynchronously (``Pending``), so the caller can prepare the next
+images meanwhile. ``utils.evaluate``, ``utils.predict`` and the launcher's views
 share this. A model file is checked on load: its header, finite arrays, as many outputs as class
 names.
 """

@@ -96,7 +96,29 @@ leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 PATCH_CONV_MAX_WINDOW = 16
 
 
-@jax.custom_vjp
+def differentiated_as(plain):
+    """Decorator: the decorated function where it is not differentiated (inference), ``plain``
+    (the same values in another form) where it is: its forward and its gradient (jax.vjp of
+    plain, which traces plain's forward again; its output is unused and XLA drops it), so a
+    training step's results are plain's, bit for bit."""
+    def fast_at_inference(fast):
+        function = jax.custom_vjp(fast)
+        function.defvjp(lambda *args: (plain(*args), args),
+                        lambda args, g: jax.vjp(plain, *args)[1](g))
+        return function
+    return fast_at_inference
+
+
+def _patch_matmul(x, w):
+    """The same conv as im2col patches @ w (summed in float32, returned in x's dtype)."""
+    kh, kw, c_in, c_out = w.shape
+    n, h, width, _ = x.shape
+    y = jnp.matmul(patches(x, kh, kw), w.reshape(kh * kw * c_in, c_out),
+                   preferred_element_type=accumulation_dtype(x.dtype))
+    return y.astype(x.dtype).reshape(n, h, width, c_out)
+
+
+@differentiated_as(_patch_matmul)
 def patch_conv(x, w):
     """'same' cross-correlation of NHWC x with HWIO w, summed in float32, in x's dtype.
 
@@ -115,29 +137,6 @@ def patch_conv(x, w):
             term = tap[..., c:c + 1] * weights[k, c]
             y = term if y is None else y + term
     return y.astype(x.dtype)
-
-
-def _patch_matmul(x, w):
-    """The same conv as im2col patches @ w (summed in float32, returned in x's dtype)."""
-    kh, kw, c_in, c_out = w.shape
-    n, h, width, _ = x.shape
-    y = jnp.matmul(patches(x, kh, kw), w.reshape(kh * kw * c_in, c_out),
-                   preferred_element_type=accumulation_dtype(x.dtype))
-    return y.astype(x.dtype).reshape(n, h, width, c_out)
-
-
-def _patch_conv_fwd(x, w):
-    return _patch_matmul(x, w), (x, w)
-
-
-def _patch_conv_bwd(residuals, g):
-    # jax.vjp traces the product again; its output is unused and XLA drops it (the compiled
-    # gradient holds two products: the forward's and the weights' gradient).
-    x, w = residuals
-    return jax.vjp(_patch_matmul, x, w)[1](g)
-
-
-patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd)
 
 
 def patches(x, kh: int, kw: int):

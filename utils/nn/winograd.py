@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from utils.nn import cpu_kernels
 from utils.support import host_tuning
 
 # F(2x2, 3x3)'s transforms (Lavin and Gray, section 4.1).
@@ -48,12 +49,13 @@ MEASURED_CPU_VENDORS = ("AuthenticAMD",)
 def chosen(x, w) -> bool:
     """Whether ``rna.conv2d`` takes this form for x (NHWC) and w (HWIO) on this machine."""
     kh, kw, c_in, _ = w.shape
-    if (kh, kw) != (3, 3) or x.dtype != jnp.float32 or jax.default_backend() != "cpu":
+    if ((kh, kw) != (3, 3) or c_in < MIN_INPUT_CHANNELS or x.dtype != jnp.float32
+            or jax.default_backend() != "cpu"):
         return False
     override = os.environ.get("FER_WINOGRAD")
     if override in ("0", "1"):
-        return override == "1" and c_in >= MIN_INPUT_CHANNELS
-    return c_in >= MIN_INPUT_CHANNELS and host_tuning.cpu_vendor() in MEASURED_CPU_VENDORS
+        return override == "1"
+    return host_tuning.cpu_vendor() in MEASURED_CPU_VENDORS
 
 
 def _combination(coefficients, terms):
@@ -73,7 +75,7 @@ def _plain(x, w):
                                     preferred_element_type=jnp.float32)  # as rna.conv2d
 
 
-@jax.custom_vjp
+@cpu_kernels.differentiated_as(_plain)
 def conv3x3(x, w):
     """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum)."""
     n, h, width, c_in = x.shape
@@ -98,14 +100,3 @@ def conv3x3(x, w):
                                     for q in range(2)], axis=3) for p in range(2)], axis=2)
     return outputs.reshape(n, 2 * rows, 2 * cols, c_out)[:, :h, :width]
 
-
-def _conv3x3_fwd(x, w):
-    return _plain(x, w), (x, w)
-
-
-def _conv3x3_bwd(residuals, g):
-    x, w = residuals
-    return jax.vjp(_plain, x, w)[1](g)
-
-
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
