@@ -154,8 +154,9 @@ def conv2d(x, w):
     CPU (``cpu_kernels.patch_conv``: its taps summed at inference, one matrix product with
     its im2col patches in training), and so does bfloat16 on CPU (``cpu_kernels.bfloat16_conv``:
     the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
-    A 3x3 window over 64 or more channels is, at inference on the CPUs measured, Winograd's
-    F(2x2, 3x3) (``winograd.conv3x3``: 2.25x fewer products; the plain conv in training).
+    A 3x3 window with 64 or more channels in and out is, on the CPUs measured, Winograd's
+    F(2x2, 3x3) forward and in its input gradient (``winograd.conv3x3``: 2.25x fewer products;
+    its weight gradient the plain conv's).
     """
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())

@@ -10,16 +10,19 @@ The transforms B^T d B and A^T m A are sums and differences of the tile's values
 summed over input channels is, for each of the 16 positions in the tile, one matrix product
 [tiles, C_in] @ [C_in, C_out] (16 of them against the 9 of a direct convolution's taps). On
 XLA's CPU backend the classic convolution tops out near its matrix products' speed, so fewer
-products is what makes it faster: measured on a 2-core AMD EPYC at 160 images, 1.2-1.6x for
-the layers with 64 or more input channels (20x20 down to 5x5), 0.8-1.05x with 32, so those
-keep the classic kernel. The values equal the direct sum within float32 rounding (about 1e-6
-of the largest output; tests/test_winograd.py against ``lax.conv_general_dilated``).
+products is what makes it faster. Measured on 2-core AMD EPYCs: at inference (160 images,
+Zen 4) 1.2-1.6x for the layers with 64 or more input channels (20x20 down to 5x5), 0.8-1.05x
+with 32; in training (128 images, Zen 3) the forward 1.1-1.8x and the input gradient 1.0-1.8x
+where both sides have 64 or more channels, 0.8-0.9x where one has 32. So only convolutions
+with at least 64 channels in and out take it. The values equal the direct sum within float32
+rounding (about 1e-6 of the largest output; tests/test_winograd.py against
+``lax.conv_general_dilated``).
 
-Only the undifferentiated forward is this form: differentiated (a training step), ``conv3x3`` is
-the plain convolution and its gradient, so the steps' updates are as before, bit for bit (as
-``cpu_kernels.patch_conv`` does for the input layer); a run's forward-only passes (batch norm's
-population statistics, validation, test) take the form, their figures the same within float32
-rounding.
+A training step takes it twice: for the forward and for the input gradient, which is the same
+'same' 3x3 convolution of the output gradient with the filters flipped and their channels
+swapped. The weight gradient (a reduction over the whole batch, where these matrix products
+would be long and thin) is the plain convolution's, so a step's values equal the plain step's
+within float32 rounding, not bit for bit (same seed, same machine: same bits, as always).
 """
 from __future__ import annotations
 
@@ -30,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils.nn import cpu_kernels
 from utils.support import host_tuning
 
 # F(2x2, 3x3)'s transforms (Lavin and Gray, section 4.1).
@@ -40,16 +42,17 @@ FILTER_TRANSFORM = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]],
                             np.float32)  # G
 OUTPUT_TRANSFORM = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)  # A^T
 
-# The narrowest input the form pays on (measured: see the module's docstring), and the CPU kinds
-# it was measured on; FER_WINOGRAD=1 or 0 overrides the choice (to measure it on another).
-MIN_INPUT_CHANNELS = 64
+# The fewest channels, in and out, the form pays on (measured: see the module's docstring), and
+# the CPU kinds it was measured on; FER_WINOGRAD=1 or 0 overrides the choice (to measure it on
+# another).
+MIN_CHANNELS = 64
 MEASURED_CPU_VENDORS = ("AuthenticAMD",)
 
 
 def chosen(x, w) -> bool:
     """Whether ``rna.conv2d`` takes this form for x (NHWC) and w (HWIO) on this machine."""
-    kh, kw, c_in, _ = w.shape
-    if ((kh, kw) != (3, 3) or c_in < MIN_INPUT_CHANNELS or x.dtype != jnp.float32
+    kh, kw, c_in, c_out = w.shape
+    if ((kh, kw) != (3, 3) or min(c_in, c_out) < MIN_CHANNELS or x.dtype != jnp.float32
             or jax.default_backend() != "cpu"):
         return False
     override = os.environ.get("FER_WINOGRAD")
@@ -75,9 +78,29 @@ def _plain(x, w):
                                     preferred_element_type=jnp.float32)  # as rna.conv2d
 
 
-@cpu_kernels.differentiated_as(_plain)
+@jax.custom_vjp
 def conv3x3(x, w):
-    """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum)."""
+    """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum), and
+    its input gradient, by F(2x2, 3x3); its weight gradient the plain convolution's."""
+    return _winograd(x, w)
+
+
+def _conv3x3_fwd(x, w):
+    return _winograd(x, w), (x, w)
+
+
+def _conv3x3_bwd(residuals, g):
+    x, w = residuals
+    # 'same' with a one-pixel border on each side: the transpose is 'same' too, with the
+    # filters rotated by 180 degrees and their input and output channels swapped
+    input_gradient = _winograd(g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)))
+    return input_gradient, jax.vjp(lambda w: _plain(x, w), w)[1](g)[0]
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _winograd(x, w):
     n, h, width, c_in = x.shape
     c_out = w.shape[-1]
     rows, cols = -(-h // 2), -(-width // 2)  # tiles; an odd side gets one padded output
