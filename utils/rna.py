@@ -156,7 +156,8 @@ def conv2d(x, w):
     the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
     A 3x3 window with 64 or more channels in and out is, on the CPUs measured, Winograd's
     F(2x2, 3x3) forward and in its input gradient (``winograd.conv3x3``: 2.25x fewer products;
-    its weight gradient the plain conv's).
+    its weight gradient the plain conv's); the others are XLA's convolution, whose weight
+    gradient on CPU reads its operands transposed as stored (``cpu_kernels.classic_conv``).
     """
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
@@ -165,6 +166,8 @@ def conv2d(x, w):
         return cpu_kernels.patch_conv(x, w)
     if winograd.chosen(x, w) and not _PLAIN_FORMS.get():
         return winograd.conv3x3(x, w)
+    if x.dtype == jnp.float32 and jax.default_backend() == "cpu" and not _PLAIN_FORMS.get():
+        return cpu_kernels.classic_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),

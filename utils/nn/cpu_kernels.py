@@ -154,6 +154,66 @@ def _same_taps(x, kh: int, kw: int) -> list:
 
 
 # --------------------------------------------------------------------------------------------
+# The classic convolution's weight gradient. XLA computes it as a convolution whose batch is
+# the input's channels and whose contracted feature is the images, so its CPU kernel wants x as
+# [C][H][W][N] and the output gradient as [H][W][N][C_out] in memory. XLA makes those copies
+# itself, but fuses the producer of x (the previous layer's batch norm and ReLU) into the
+# transposing copy, whose loop then reads x across the batch, a cache line per value: in V's
+# step the 48x48x32 one took 59 ms where the plain transpose of the stored x takes 12
+# (2-core AMD EPYC Zen 3). A conditional's branches are computations of their own, which
+# XLA's fusion does not enter: there the copy reads the stored x, a tiled transpose.
+# --------------------------------------------------------------------------------------------
+def stored_transpose(x, permutation):
+    """jnp.transpose(x, permutation), done on x as stored: never fused with what computes x.
+
+    Both branches of the conditional are the same transpose; its predicate (any value read
+    at run time) only keeps XLA from folding the conditional away."""
+    transpose = partial(jnp.transpose, axes=permutation)
+    return lax.cond(jnp.isfinite(x.reshape(-1)[0]), transpose, transpose, x)
+
+
+def conv_weight_gradient(x, g, window):
+    """The weight gradient (HWIO) of the 'same' stride-1 cross-correlation of NHWC x with a
+    ``window`` (kh, kw) filter, at output gradient g: dW[a, b, c, o] = sum over n, i, j of
+    x_padded[n, i + a, j + b, c] g[n, i, j, o]. The same convolution XLA makes of it, the same
+    values (tests/test_rna_kernels.py), from operands transposed by ``stored_transpose``."""
+    kh, kw = window
+    top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's 'SAME': the odd pixel pads the end
+    images_last = stored_transpose(x, (3, 1, 2, 0))  # [C][H][W][N]: a batch of C "images"
+    gradients = stored_transpose(g, (1, 2, 0, 3))  # [H][W][N][C_out]: an H x W "filter"
+    transposed = lax.conv_general_dilated(
+        images_last, gradients, window_strides=(1, 1),
+        padding=((top, kh - 1 - top), (left, kw - 1 - left)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.transpose(transposed, (1, 2, 0, 3))
+
+
+def _classic_conv(x, w):
+    return lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def classic_conv(x, w):
+    """'same' cross-correlation of float32 NHWC x with HWIO w, XLA's convolution, whose weight
+    gradient is ``conv_weight_gradient`` (its input gradient XLA's own)."""
+    return _classic_conv(x, w)
+
+
+def _classic_conv_fwd(x, w):
+    return _classic_conv(x, w), (x, w)
+
+
+def _classic_conv_bwd(residuals, g):
+    x, w = residuals
+    input_gradient = jax.vjp(lambda x: _classic_conv(x, w), x)[1](g)[0]
+    return input_gradient, conv_weight_gradient(x, g, w.shape[:2])
+
+
+classic_conv.defvjp(_classic_conv_fwd, _classic_conv_bwd)
+
+
+# --------------------------------------------------------------------------------------------
 # bfloat16 convolutions on CPU. XLA's CPU convolutions widen bfloat16 to float32 inside their
 # loops and ran slower than float32 ones (48x48, 32 channels, batch 128: 28.8 ms against 23.4).
 # Products of bfloat16 values are exact in float32, so the same sums (in float32, as on every

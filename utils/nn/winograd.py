@@ -21,7 +21,7 @@ rounding (about 1e-6 of the largest output; tests/test_winograd.py against
 A training step takes it twice: for the forward and for the input gradient, which is the same
 'same' 3x3 convolution of the output gradient with the filters flipped and their channels
 swapped. The weight gradient (a reduction over the whole batch, where these matrix products
-would be long and thin) is the plain convolution's, so a step's values equal the plain step's
+would be long and thin) is the plain convolution's (``cpu_kernels.conv_weight_gradient``), so a step's values equal the plain step's
 within float32 rounding, not bit for bit (same seed, same machine: same bits, as always).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from utils.nn import cpu_kernels
 from utils.support import host_tuning
 
 # F(2x2, 3x3)'s transforms (Lavin and Gray, section 4.1).
@@ -72,12 +72,6 @@ def _combination(coefficients, terms):
     return total
 
 
-def _plain(x, w):
-    return lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                    preferred_element_type=jnp.float32)  # as rna.conv2d
-
-
 @jax.custom_vjp
 def conv3x3(x, w):
     """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum), and
@@ -94,7 +88,7 @@ def _conv3x3_bwd(residuals, g):
     # 'same' with a one-pixel border on each side: the transpose is 'same' too, with the
     # filters rotated by 180 degrees and their input and output channels swapped
     input_gradient = _winograd(g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)))
-    return input_gradient, jax.vjp(lambda w: _plain(x, w), w)[1](g)[0]
+    return input_gradient, cpu_kernels.conv_weight_gradient(x, g, (3, 3))
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
