@@ -46,7 +46,8 @@ def gradients(conv, g):
 def test_winograd_conv_differentiates_as_the_plain_convolution(shape):
     x, w = random_conv_inputs(sum(shape) + 1, *shape)
     g = np.random.default_rng(8).standard_normal(shape[:3] + shape[-1:]).astype(np.float32)
-    (got_dx, got_dw), (dx, dw) = gradients(winograd.conv3x3, g)(x, w), gradients(plain_conv, g)(x, w)
+    got_dx, got_dw = gradients(winograd.conv3x3, g)(x, w)
+    dx, dw = gradients(plain_conv, g)(x, w)
     # the input gradient by F(2x2, 3x3) too (the flipped filters, channels swapped)
     np.testing.assert_allclose(np.asarray(got_dx), np.asarray(dx), rtol=0,
                                atol=1e-5 * np.abs(np.asarray(dx)).max())
@@ -56,7 +57,8 @@ def test_winograd_conv_differentiates_as_the_plain_convolution(shape):
 
 def test_the_form_is_chosen_for_wide_float32_3x3_windows_on_measured_cpus(monkeypatch):
     wide = np.zeros((3, 3, 64, 64), np.float32)
-    narrow_in, narrow_out = np.zeros((3, 3, 32, 64), np.float32), np.zeros((3, 3, 64, 32), np.float32)
+    narrow_in = np.zeros((3, 3, 32, 64), np.float32)
+    narrow_out = np.zeros((3, 3, 64, 32), np.float32)
     x = np.zeros((1, 4, 4, 64), np.float32)
     monkeypatch.setenv("FER_WINOGRAD", "1")
     assert winograd.chosen(x, wide)

@@ -4,11 +4,12 @@
 runs fastest, each tested against the plain ``jax.lax`` / ``jax.random`` formulation it
 replaces (``tests/test_rna_kernels.py``): bit for bit where only the organisation changes
 (dropout masks, noise, max-pooling and its gradient routing, the ReLUs), within float rounding
-where sums are reordered (batch norm, the patch conv).
+where sums are reordered (batch norm, the patch conv, the classic conv's weight gradient).
 
-The ReLUs, max-pooling and the patch conv define their own gradients with
-``jax.custom_vjp``: they differentiate in reverse mode (jax.grad, jax.vjp, what training
-uses), not in forward mode (jax.jvp).
+The ReLUs, max-pooling, the patch conv and the classic conv (whose weight gradient reads its
+operands transposed as stored) define their own gradients with ``jax.custom_vjp``: they
+differentiate in reverse mode (jax.grad, jax.vjp, what training uses), not in forward mode
+(jax.jvp).
 """
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ rounding (about 1e-6 of the largest output; tests/test_winograd.py against
 A training step takes it twice: for the forward and for the input gradient, which is the same
 'same' 3x3 convolution of the output gradient with the filters flipped and their channels
 swapped. The weight gradient (a reduction over the whole batch, where these matrix products
-would be long and thin) is the plain convolution's (``cpu_kernels.conv_weight_gradient``), so a step's values equal the plain step's
-within float32 rounding, not bit for bit (same seed, same machine: same bits, as always).
+would be long and thin) is the plain convolution's (``cpu_kernels.conv_weight_gradient``), so
+a step's values equal the plain step's within float32 rounding, not bit for bit (same seed,
+same machine: same bits, as always).
 """
 from __future__ import annotations
 
