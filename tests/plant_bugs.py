@@ -160,7 +160,7 @@ BUGS = [
     Bug("winograd-input-transform-sign", "utils/nn/winograd.py",
         "[0, -1, 1, 0], [0, 1, 0, -1]]", "[0, -1, 1, 0], [0, 1, 0, 1]]",
         ("tests/test_winograd.py",)),
-    Bug("winograd-input-gradient-filters-unflipped", "utils/nn/winograd.py",
+    Bug("winograd-input-gradient-filters-unflipped", "utils/nn/cpu_kernels.py",
         "jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))", "jnp.transpose(w, (0, 1, 3, 2))",
         ("tests/test_winograd.py",)),
     Bug("weight-gradient-padding-at-the-wrong-end", "utils/nn/cpu_kernels.py",

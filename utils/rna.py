@@ -162,12 +162,13 @@ def conv2d(x, w):
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
-    if _is_patch_conv(w) and not _PLAIN_FORMS.get():
-        return cpu_kernels.patch_conv(x, w)
-    if winograd.chosen(x, w) and not _PLAIN_FORMS.get():
-        return winograd.conv3x3(x, w)
-    if x.dtype == jnp.float32 and jax.default_backend() == "cpu" and not _PLAIN_FORMS.get():
-        return cpu_kernels.classic_conv(x, w)
+    if not _PLAIN_FORMS.get():
+        if _is_patch_conv(w):
+            return cpu_kernels.patch_conv(x, w)
+        if winograd.chosen(x, w):
+            return winograd.conv3x3(x, w)
+        if x.dtype == jnp.float32 and jax.default_backend() == "cpu":
+            return cpu_kernels.classic_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),

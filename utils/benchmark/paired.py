@@ -19,6 +19,8 @@ import statistics
 import sys
 from contextlib import contextmanager
 
+from utils.benchmark.measure import EVAL_BATCHES_PER_STEP
+
 
 def parse_setting(text: str) -> dict[str, str]:
     """'NAME=VALUE[,NAME=VALUE...]' as a dict; ValueError in one sentence otherwise."""
@@ -69,7 +71,8 @@ def measure(network: str, settings: list[dict], batch_size: int, im_dim, rounds:
         order = (0, 1) if number % 4 in (0, 3) else (1, 0)  # ABBA: drifts cancel in pairs
         for index in order:
             times[index]["train"].append(workers[index].train(steps) / steps * 1e3)
-            times[index]["eval"].append(workers[index].eval(3 * steps) / (3 * steps) * 1e3)
+            batches = EVAL_BATCHES_PER_STEP * steps
+            times[index]["eval"].append(workers[index].eval(batches) / batches * 1e3)
     return {kind: {"ms": [statistics.median(t[kind]) for t in times],
                    "speedup": paired_ratios(times[0][kind], times[1][kind])}
             for kind in ("train", "eval")}
@@ -79,7 +82,7 @@ def report(result: dict, network: str, settings: list[dict], batch_size: int, ro
            steps: int) -> str:
     names = [",".join(f"{k}={v}" for k, v in setting.items()) for setting in settings]
     lines = [f"{network} @ {batch_size}, {rounds} alternating rounds of {steps} steps "
-             f"(inference: {3 * steps} batches): ms, medians; speed-up of {names[1]} over "
+             f"(inference: {EVAL_BATCHES_PER_STEP * steps} batches): ms, medians; speed-up of {names[1]} over "
              f"{names[0]}, median of the paired ratios (quartiles)",
              f"| step | {names[0]} | {names[1]} | speed-up |", "|---|---|---|---|"]
     for kind, label in (("train", "training"), ("eval", "inference")):

@@ -189,25 +189,20 @@ def conv_weight_gradient(x, g, window):
     return jnp.transpose(transposed, (1, 2, 0, 3))
 
 
-def _classic_conv(x, w):
-    return lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 @jax.custom_vjp
 def classic_conv(x, w):
     """'same' cross-correlation of float32 NHWC x with HWIO w, XLA's convolution, whose weight
     gradient is ``conv_weight_gradient`` (its input gradient XLA's own)."""
-    return _classic_conv(x, w)
+    return conv_same_float32(x, w)
 
 
 def _classic_conv_fwd(x, w):
-    return _classic_conv(x, w), (x, w)
+    return conv_same_float32(x, w), (x, w)
 
 
 def _classic_conv_bwd(residuals, g):
     x, w = residuals
-    input_gradient = jax.vjp(lambda x: _classic_conv(x, w), x)[1](g)[0]
+    input_gradient = jax.vjp(lambda x: conv_same_float32(x, w), x)[1](g)[0]
     return input_gradient, conv_weight_gradient(x, g, w.shape[:2])
 
 
@@ -249,6 +244,13 @@ def tap_matmul_conv(x, w):
     return y.reshape(*x.shape[:3], c_out).astype(x.dtype)
 
 
+def input_gradient_filters(w):
+    """The filters whose 'same' convolution of the output gradient is the input gradient of an
+    odd window's 'same' convolution (which pads evenly): w rotated by 180 degrees, its input
+    and output channels swapped."""
+    return jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+
+
 def _bfloat16_conv_forward(x, w, tap_matmuls: bool):
     if tap_matmuls and w.shape[2] >= TAP_MATMUL_MIN_CHANNELS:
         return tap_matmul_conv(x, w)
@@ -271,10 +273,8 @@ def _bfloat16_conv_bwd(tap_matmuls, residuals, g):
     x, w = residuals
     kh, kw = w.shape[:2]
     low = w.astype(x.dtype)
-    if kh % 2 and kw % 2:  # an odd window's 'same' pads evenly: the input gradient is the
-        # 'same' conv of g with the window flipped and its channels swapped
-        dx = _bfloat16_conv_forward(g, jnp.flip(low, (0, 1)).transpose(0, 1, 3, 2),
-                                    tap_matmuls)
+    if kh % 2 and kw % 2:  # an odd window's 'same' pads evenly
+        dx = _bfloat16_conv_forward(g, input_gradient_filters(low), tap_matmuls)
     else:
         dx = jax.vjp(lambda x32: conv_same_float32(x32, low), x.astype(jnp.float32))[1](
             g.astype(jnp.float32))[0].astype(x.dtype)

@@ -86,9 +86,7 @@ def _conv3x3_fwd(x, w):
 
 def _conv3x3_bwd(residuals, g):
     x, w = residuals
-    # 'same' with a one-pixel border on each side: the transpose is 'same' too, with the
-    # filters rotated by 180 degrees and their input and output channels swapped
-    input_gradient = _winograd(g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)))
+    input_gradient = _winograd(g, cpu_kernels.input_gradient_filters(w))
     return input_gradient, cpu_kernels.conv_weight_gradient(x, g, (3, 3))
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.evaluation.inference import (InferenceModel, Pending, ensemble_probabilities,
-                                        images_per_batch)
+from utils.evaluation.batching import images_per_batch
+from utils.evaluation.inference import InferenceModel, Pending, ensemble_probabilities
 from utils.models.model_io import ModelFileError
 from utils.predict.shipped import DEFAULT_MODEL
 
