@@ -7,13 +7,14 @@
 Each bug is a one-line change a person could plausibly make (a swapped argument, a term in the
 wrong place, an off-by-one), written as (file, the exact text, its replacement). The project is
 copied to a temporary folder, the bug planted there, and the named test files run with
-``pytest -x``; a bug is *caught* when they fail. A bug whose text is no longer in the file is
-reported as *stale* (the code moved: update the entry). Exit status 1 when any bug is missed or
-stale. Not a test itself (its name does not start with test_): it runs the suite many times.
+``pytest -x``; a bug is *caught* when a test fails (any other failure, as a collection error,
+is reported as *not run*). A bug whose text is no longer in the file is reported
+as *stale* (the code moved: update the entry). Exit status 1 when any bug is missed or stale. Not a test itself (its name does not start with test_): it runs the suite many times.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -194,12 +195,18 @@ def try_bug(bug: Bug, timeout: float) -> str:
             return "stale"
         target.write_text(text.replace(bug.text, bug.replacement))
         try:
-            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                                   "no:cacheprovider", *bug.tests], cwd=root,
+            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0",
+                                   "-p", "no:cacheprovider", *bug.tests], cwd=root,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return "caught (timeout)"
-        return "missed" if done.returncode == 0 else "caught"
+        if done.returncode == 0:
+            return "missed"
+        # Caught only where a test failed: any other failure (no pytest, a collection or usage
+        # error, no tests) says nothing about the bug.
+        if done.returncode == 1 and re.search(r"\b\d+ failed\b", done.stdout):
+            return "caught"
+        return f"not run (exit {done.returncode})"
 
 
 def main(argv=None) -> int:
@@ -225,7 +232,7 @@ def main(argv=None) -> int:
               flush=True)
     bad = [name for name, outcome in outcomes.items() if not outcome.startswith("caught")]
     print(f"{len(outcomes) - len(bad)} of {len(outcomes)} caught"
-          + (f"; let through or stale: {', '.join(bad)}" if bad else ""))
+          + (f"; let through, stale or not run: {', '.join(bad)}" if bad else ""))
     return 1 if bad else 0
 
 
