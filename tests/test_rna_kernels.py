@@ -5,6 +5,9 @@ Bit for bit where the fast path only reorganises the same operations (dropout ma
 max-pooling and its gradient routing), within float32 rounding where sums are reordered
 (batch norm, the im2col conv).
 """
+import re
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,6 +214,54 @@ def test_batch_norm_max_pool_matches_pooling_the_plain_batch_norm(shape, size):
     expected = jax.grad(lambda *a: cost(plain, *a), argnums=(0, 1, 2))(x, gamma, beta)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))
+
+
+def window_extrema(function, *args) -> int:
+    """How many elementwise maxima and minima the compiled function computes."""
+    text = jax.jit(function).lower(*args).compile().as_text()
+    return len(re.findall(r"= f32\[[^\]]*\]\{[^}]*\} (?:maximum|minimum)\(", text))
+
+
+def test_the_pooled_batch_norms_backward_pass_reads_the_stored_window_maxima():
+    # XLA's CPU fusion copies a chain of cheap ops into every consumer: the window maxima, if
+    # not stored (cpu_kernels.computed_apart), are recomputed from the full-size input in the
+    # backward pass's fusions. Stored, differentiating adds no maximum or minimum at all.
+    x = jnp.asarray(RNG.normal(size=(4, 6, 6, 3)).astype(np.float32))
+    w_y = jnp.asarray(RNG.normal(size=(4, 3, 3, 3)).astype(np.float32))
+    gamma, beta = jnp.asarray([1.5, -0.5, 0.0]), jnp.asarray([0.1, 0.2, 0.3])
+
+    def pooled(x, gamma, beta):
+        return jnp.sum(cpu_batch_norm.batch_norm_max_pool_train(
+            x, gamma, beta, rna.BN_EPSILON, 2)[0] * w_y)
+
+    def affine(x, scale, shift):
+        return jnp.sum(cpu_batch_norm.affine_max_pool(x, scale, shift, 2) * w_y)
+
+    for cost in (pooled, affine):
+        forward = window_extrema(cost, x, gamma, beta)
+        assert forward > 0
+        assert window_extrema(jax.grad(cost, argnums=(0, 1, 2)), x, gamma, beta) == forward
+
+
+def test_computed_apart_gives_the_functions_values_and_gradients():
+    x = jnp.asarray(RNG.normal(size=(3, 5)).astype(np.float32))
+    y = jnp.asarray(RNG.normal(size=(5,)).astype(np.float32))
+
+    def function(x, y):
+        return jnp.sin(x) * y, jnp.max(x, axis=0)
+
+    def cost(fn, x, y):
+        a, b = fn(x, y)
+        return jnp.sum(a * a) + jnp.sum(b)
+
+    apart = partial(cpu_kernels.computed_apart, function)
+    for got, expected in zip(jax.jit(apart)(x, y), function(x, y)):
+        np.testing.assert_array_equal(got, expected)
+    x_nan = x.at[0, 0].set(np.nan)  # the predicate's value: either branch is the function
+    np.testing.assert_array_equal(jax.jit(apart)(x_nan, y)[0], function(x_nan, y)[0])
+    for got, expected in zip(jax.grad(partial(cost, apart), argnums=(0, 1))(x, y),
+                             jax.grad(partial(cost, function), argnums=(0, 1))(x, y)):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("pool", [None, 2])

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from utils.nn.cpu_kernels import (computed_once, first_position, patches, pool_windows, unpool,
-                                  window_max)
+from utils.nn.cpu_kernels import (computed_apart, computed_once, first_position, patches,
+                                  pool_windows, unpool, window_max)
 from utils.nn.precision import accumulation_dtype
 
 # XLA's CPU reductions over many leading axes onto a narrow last one are slow; folding rows
@@ -156,7 +156,13 @@ def _pooled_by_scale(x, scale, size: int):
     """Per window and feature, the value of x whose scaled value is the window's maximum (the
     maximum where scale > 0, the minimum where scale < 0), and its position (computed_once).
     Where scale == 0 every value scales to 0: a tie, which pooling resolves to the window's
-    first position."""
+    first position. Both in one pass over x, stored (computed_apart): XLA would otherwise
+    recompute the window maxima from x in every fusion that reads them, the backward pass's
+    included."""
+    return computed_apart(partial(_pool_by_scale, size=size), x, scale)
+
+
+def _pool_by_scale(x, scale, size: int):
     windows = pool_windows(x, size)
     top, bottom = window_max(windows), -window_max([-w for w in windows])
     chosen = jnp.where(scale > 0, top, jnp.where(scale < 0, bottom, windows[0]))

@@ -164,13 +164,21 @@ def _same_taps(x, kh: int, kw: int) -> list:
 # (2-core AMD EPYC Zen 3). A conditional's branches are computations of their own, which
 # XLA's fusion does not enter: there the copy reads the stored x, a tiled transpose.
 # --------------------------------------------------------------------------------------------
-def stored_transpose(x, permutation):
-    """jnp.transpose(x, permutation), done on x as stored: never fused with what computes x.
+def computed_apart(function, x, *operands):
+    """function(x, *operands), computed on its own: never fused with what computes x, nor
+    recomputed inside what reads its results (they are stored once).
 
-    Both branches of the conditional are the same transpose; its predicate (any value read
-    at run time) only keeps XLA from folding the conditional away."""
-    transpose = partial(jnp.transpose, axes=permutation)
-    return lax.cond(jnp.isfinite(x.reshape(-1)[0]), transpose, transpose, x)
+    Both branches of the conditional are the same function; its predicate (a value of x read
+    at run time) only keeps XLA from folding the conditional away. Off the CPU (a GPU's
+    conditional has the host read its predicate) it is the plain call."""
+    if jax.default_backend() != "cpu":
+        return function(x, *operands)
+    return lax.cond(jnp.isfinite(x.reshape(-1)[0]), function, function, x, *operands)
+
+
+def stored_transpose(x, permutation):
+    """jnp.transpose(x, permutation), done on x as stored: never fused with what computes x."""
+    return computed_apart(partial(jnp.transpose, axes=permutation), x)
 
 
 def conv_weight_gradient(x, g, window):
