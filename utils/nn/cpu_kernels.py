@@ -7,9 +7,8 @@ replaces (``tests/test_rna_kernels.py``): bit for bit where only the organisatio
 where sums are reordered (batch norm, the patch conv, the classic conv's weight gradient).
 
 The ReLUs, max-pooling, the patch conv and the classic conv (whose weight gradient reads its
-operands transposed as stored) define their own gradients with ``jax.custom_vjp``: they
-differentiate in reverse mode (jax.grad, jax.vjp, what training uses), not in forward mode
-(jax.jvp).
+operands transposed as stored) define their own gradients with ``jax.custom_vjp``: reverse
+mode only (jax.grad, jax.vjp: what training uses), not jax.jvp.
 """
 from __future__ import annotations
 
@@ -165,12 +164,10 @@ def _same_taps(x, kh: int, kw: int) -> list:
 # XLA's fusion does not enter: there the copy reads the stored x, a tiled transpose.
 # --------------------------------------------------------------------------------------------
 def computed_apart(function, x, *operands):
-    """function(x, *operands), computed on its own: never fused with what computes x, nor
-    recomputed inside what reads its results (they are stored once).
-
-    Both branches of the conditional are the same function; its predicate (a value of x read
-    at run time) only keeps XLA from folding the conditional away. Off the CPU (a GPU's
-    conditional has the host read its predicate) it is the plain call."""
+    """function(x, *operands) in a conditional whose two branches are the function: XLA's
+    fusion enters neither, so it is not fused with what computes x, nor recomputed in what
+    reads its results. The predicate (a value of x) keeps XLA from folding the conditional;
+    off the CPU (a GPU's conditional has the host read its predicate), the plain call."""
     if jax.default_backend() != "cpu":
         return function(x, *operands)
     return lax.cond(jnp.isfinite(x.reshape(-1)[0]), function, function, x, *operands)
