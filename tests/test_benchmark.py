@@ -36,6 +36,10 @@ def test_quick_run_end_to_end_writes_the_documented_json(tmp_path, capsys):
     # One result per dtype, in the order asked, each with the same network and peers.
     assert [result["dtype"] for result in report["results"]] == ["float32", "bfloat16"]
     assert "| mlp | 8 | float32 |" in printed and "| mlp | 8 | bfloat16 |" in printed
+    for rounds, name in (("best rounds", "ratios"), ("medians", "ratios_median")):
+        result = report["results"][0]
+        assert (f"mlp @ 8 float32: ours / peer, {rounds}: train vs flax "
+                f"{result[name]['train_vs_flax']:.2f}x") in printed
     for result in report["results"]:
         check_network_result(result, peers)
         check_augmented_step(result, printed)
@@ -72,6 +76,15 @@ def check_network_result(result, peers):
         assert figures["memory"]["process_peak_rss_bytes"] > 0
     assert result["implementations"]["ours"]["memory"]["train_step_bytes"] > 0
     assert set(result["ratios"]) == {f"{f}_vs_{p}" for f in ("train", "eval") for p in peers}
+    ours = result["implementations"]["ours"]
+    for figure in ("train", "eval"):
+        for peer in peers:
+            theirs = result["implementations"][peer]
+            key = f"{figure}_vs_{peer}"
+            assert result["ratios"][key] == (ours[f"{figure}_img_s"]
+                                             / theirs[f"{figure}_img_s"])
+            assert result["ratios_median"][key] == (ours[f"{figure}_img_s_median"]
+                                                    / theirs[f"{figure}_img_s_median"])
 
 
 def check_augmented_step(result, printed):

@@ -22,16 +22,18 @@ Method: each implementation runs in a worker process of its own (its own memory 
 threads disturbing another's), set up and compiled one at a time; then they take turns,
 ``--rounds`` times: each times ``--steps`` training steps, then 3x as many inference
 batches, and the matmul peak is timed in the same rounds. Figures are the best round, the one
-least disturbed by anything else running on the machine (medians are in the JSON). JAX is
-started in the workers only, so nothing is held on a GPU by the coordinator. The workers get
-the product's process settings (``utils.support.host_tuning``) unless ``--host-tuning off``.
+least disturbed by anything else running on the machine (medians in the JSON; our ratios to
+the peers printed of both: a bar is read on the medians). JAX is started in the workers
+only, so nothing is held on a GPU by the coordinator. The workers get the product's process
+settings (``utils.support.host_tuning``) unless ``--host-tuning off``.
 
 JSON (``--json``): {"command", "device", "host_tuning", "settings", "matmul_peak_gflops",
 "results": [{"network", "batch_size", "im_dim", "params", "thesis_conv_params",
 "flops_per_image": {"forward", "train"}, "implementations": {"ours" | "flax" | "torch" |
 "torch_cl": {"params", "compile_s", "train_img_s", "train_img_s_median", "eval_img_s",
 "eval_img_s_median", "train_pct_of_peak", "eval_pct_of_peak", "memory": {...}} or
-{"error"}}, "ratios": {"train_vs_<peer>", "eval_vs_<peer>" for each peer measured}}],
+{"error"}}, "ratios": {"train_vs_<peer>", "eval_vs_<peer>" for each peer measured, of the
+best rounds}, "ratios_median": {the same keys, of the medians}}],
 "input_pipeline": {"network", "batch_size", "dataset", "split", "batches_per_epoch",
 "resident_img_s", "streamed_img_s", "loader_img_s", "streaming_cost_pct",
 "loader_share_of_step_pct"} or null, "device_scaling": {"network", "batch_size",

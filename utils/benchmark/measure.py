@@ -188,15 +188,17 @@ def add_derived_figures(results: list[dict], peak_gflops: dict) -> None:
                                                 / (peak * 1e9))
                 figures["eval_pct_of_peak"] = (100.0 * figures["eval_img_s"]
                                                * flops["forward"] / (peak * 1e9))
-        ratios = {}
         ours = impls.get("ours", {})
-        for peer in PEERS:
-            theirs = impls.get(peer, {})
-            for figure in ("train", "eval"):
-                key = f"{figure}_img_s"
-                if key in ours and key in theirs:
-                    ratios[f"{figure}_vs_{peer}"] = ours[key] / theirs[key]
-        result["ratios"] = ratios
+        # Of the best rounds (the table's figures) and of the medians (what a bar is read on)
+        for name, suffix in (("ratios", ""), ("ratios_median", "_median")):
+            ratios = {}
+            for peer in PEERS:
+                theirs = impls.get(peer, {})
+                for figure in ("train", "eval"):
+                    key = f"{figure}_img_s{suffix}"
+                    if key in ours and key in theirs:
+                        ratios[f"{figure}_vs_{peer}"] = ours[key] / theirs[key]
+            result[name] = ratios
         augmented = impls.get(AUGMENTED, {})
         if "train_img_s" in augmented and "train_img_s" in ours:
             # The step's extra time with augmentation, as a share of the step without it.

@@ -68,10 +68,11 @@ def _ratio_lines(results: list[dict]) -> list[str]:
     lines = []
     for result in results:
         label = f"{result['network']} @ {result['batch_size']} {result['dtype']}"
-        if result.get("ratios"):
-            lines.append(f"{label}: ours / peer: " + ", ".join(
-                f"{key.replace('_vs_', ' vs ')} {value:.2f}x"
-                for key, value in result["ratios"].items()))
+        for name, rounds in (("ratios", "best rounds"), ("ratios_median", "medians")):
+            if result.get(name):
+                lines.append(f"{label}: ours / peer, {rounds}: " + ", ".join(
+                    f"{key.replace('_vs_', ' vs ')} {value:.2f}x"
+                    for key, value in result[name].items()))
         if "augment_cost_pct" in result:
             lines.append(f"{label}: online augmentation ({result['augment']}) adds "
                          f"{result['augment_cost_pct']:.1f} % to the training step "
