@@ -8,8 +8,9 @@ Each bug is a one-line change a person could plausibly make (a swapped argument,
 wrong place, an off-by-one), written as (file, the exact text, its replacement). The project is
 copied to a temporary folder, the bug planted there, and the named test files run with
 ``pytest -x``; a bug is *caught* when a test fails (any other failure, as a collection error,
-is reported as *not run*). A bug whose text is no longer in the file is reported
-as *stale* (the code moved: update the entry). Exit status 1 when any bug is missed or stale. Not a test itself (its name does not start with test_): it runs the suite many times.
+is reported as *not run*). A bug whose text is no longer in the file is reported as *stale*
+(the code moved: update the entry). Exit status 1 when any bug is missed, stale or not run.
+Not a test itself (its name does not start with test_): it runs the suite many times.
 """
 from __future__ import annotations
 
@@ -169,8 +170,8 @@ BUGS = [
         "padding=((kh - 1 - top, top), (kw - 1 - left, left)),",
         ("tests/test_rna_kernels.py",)),
     Bug("pooling-window-maxima-not-stored", "utils/nn/cpu_batch_norm.py",
-        "return computed_apart(partial(_pool_by_scale, size=size), x, scale)",
-        "return _pool_by_scale(x, scale, size)",
+        "return computed_apart(partial(_select_in_windows, size=size), x, scale)",
+        "return _select_in_windows(x, scale, size)",
         ("tests/test_rna_kernels.py",)),
     Bug("inference-batch-counted-in-faces", "utils/evaluation/batching.py",
         "BATCH_ROWS // rows_per_image // SMALL_BATCH", "BATCH_ROWS // SMALL_BATCH",

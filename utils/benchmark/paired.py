@@ -82,8 +82,8 @@ def report(result: dict, network: str, settings: list[dict], batch_size: int, ro
            steps: int) -> str:
     names = [",".join(f"{k}={v}" for k, v in setting.items()) for setting in settings]
     lines = [f"{network} @ {batch_size}, {rounds} alternating rounds of {steps} steps "
-             f"(inference: {EVAL_BATCHES_PER_STEP * steps} batches): ms, medians; speed-up of {names[1]} over "
-             f"{names[0]}, median of the paired ratios (quartiles)",
+             f"(inference: {EVAL_BATCHES_PER_STEP * steps} batches): ms, medians; speed-up of "
+             f"{names[1]} over {names[0]}, median of the paired ratios (quartiles)",
              f"| step | {names[0]} | {names[1]} | speed-up |", "|---|---|---|---|"]
     for kind, label in (("train", "training"), ("eval", "inference")):
         figures = result[kind]

@@ -159,10 +159,10 @@ def _pooled_by_scale(x, scale, size: int):
     first position. Both in one pass over x, stored (computed_apart): XLA would otherwise
     recompute the window maxima from x in every fusion that reads them, the backward pass's
     included."""
-    return computed_apart(partial(_pool_by_scale, size=size), x, scale)
+    return computed_apart(partial(_select_in_windows, size=size), x, scale)
 
 
-def _pool_by_scale(x, scale, size: int):
+def _select_in_windows(x, scale, size: int):
     windows = pool_windows(x, size)
     top, bottom = window_max(windows), -window_max([-w for w in windows])
     chosen = jnp.where(scale > 0, top, jnp.where(scale < 0, bottom, windows[0]))

@@ -49,6 +49,16 @@ def computed_once_equals(kept, values):
             < (0.25 / np.sqrt(values + 1)).astype(np.float32))
 
 
+def computed_apart(function, x, *operands):
+    """function(x, *operands) in a conditional whose two branches are the function: XLA's
+    fusion enters neither, so it is not fused with what computes x, nor recomputed in what
+    reads its results. The predicate (a value of x) keeps XLA from folding the conditional;
+    off the CPU (a GPU's conditional has the host read its predicate), the plain call."""
+    if jax.default_backend() != "cpu":
+        return function(x, *operands)
+    return lax.cond(jnp.isfinite(x.reshape(-1)[0]), function, function, x, *operands)
+
+
 # --------------------------------------------------------------------------------------------
 # ReLUs: the backward pass reads the input's sign, kept as computed_once; otherwise XLA
 # recomputes the whole chain before it (batch norm, pooling) inside the backward pass.
@@ -160,19 +170,9 @@ def _same_taps(x, kh: int, kw: int) -> list:
 # itself, but fuses the producer of x (the previous layer's batch norm and ReLU) into the
 # transposing copy, whose loop then reads x across the batch, a cache line per value: in V's
 # step the 48x48x32 one took 59 ms where the plain transpose of the stored x takes 12
-# (2-core AMD EPYC Zen 3). A conditional's branches are computations of their own, which
-# XLA's fusion does not enter: there the copy reads the stored x, a tiled transpose.
+# (2-core AMD EPYC Zen 3). Done apart (``computed_apart``: in a conditional, whose branches
+# XLA's fusion does not enter), the copy reads the stored x: a tiled transpose.
 # --------------------------------------------------------------------------------------------
-def computed_apart(function, x, *operands):
-    """function(x, *operands) in a conditional whose two branches are the function: XLA's
-    fusion enters neither, so it is not fused with what computes x, nor recomputed in what
-    reads its results. The predicate (a value of x) keeps XLA from folding the conditional;
-    off the CPU (a GPU's conditional has the host read its predicate), the plain call."""
-    if jax.default_backend() != "cpu":
-        return function(x, *operands)
-    return lax.cond(jnp.isfinite(x.reshape(-1)[0]), function, function, x, *operands)
-
-
 def stored_transpose(x, permutation):
     """jnp.transpose(x, permutation), done on x as stored: never fused with what computes x."""
     return computed_apart(partial(jnp.transpose, axes=permutation), x)
