@@ -156,7 +156,7 @@ def conv2d(x, w):
     the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
     A 3x3 window with 64 or more channels in and out is, on the CPUs measured, Winograd's
     F(2x2, 3x3) forward and in its input gradient (``winograd.conv3x3``: 2.25x fewer products;
-    its weight gradient the plain conv's); the others are XLA's convolution, whose weight
+    its weight gradient too where C_in * C_out >= 64 * 128); the others are XLA's convolution, whose weight
     gradient on CPU reads its operands transposed as stored (``cpu_kernels.classic_conv``).
     """
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":

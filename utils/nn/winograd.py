@@ -20,10 +20,16 @@ rounding (about 1e-6 of the largest output; tests/test_winograd.py against
 
 A training step takes it twice: for the forward and for the input gradient, which is the same
 'same' 3x3 convolution of the output gradient with the filters flipped and their channels
-swapped. The weight gradient (a reduction over the whole batch, where these matrix products
-would be long and thin) is the plain convolution's (``cpu_kernels.conv_weight_gradient``), so
-a step's values equal the plain step's within float32 rounding, not bit for bit (same seed,
-same machine: same bits, as always).
+swapped. Its weight gradient takes the same tiles where there are channels enough: the
+gradient of G g G^T is the sum over the batch and the tiles of (B^T d B) * (A dY A^T), 16
+matrix products [C_in, tiles] @ [tiles, C_out] against the plain convolution's 9 over four
+times as many pixels, then G^T (...) G. Measured alone on the 2-core Zen 3 (128 images, the
+plain weight gradient's time over this form's): 64->128 channels 1.10-1.28x (24x24 and
+12x12), 128->128 1.16x (24x24) and 1.25-1.39x (12x12), 128->256 and 256->256 1.35-1.54x
+(12x12 and 6x6); 64->64 0.78-1.01x and 32->32 or 32->64 0.8-0.9x, where writing and reading the transformed
+tiles costs more than the products saved; so C_in * C_out >= 64 * 128. A step's values
+equal the plain step's within float32 rounding, not bit for bit (same seed, same machine:
+same bits, as always).
 """
 from __future__ import annotations
 
@@ -48,6 +54,10 @@ OUTPUT_TRANSFORM = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)  # A^T
 # another).
 MIN_CHANNELS = 64
 MEASURED_CPU_VENDORS = ("AuthenticAMD",)
+# The fewest channel pairs (C_in * C_out) the weight gradient takes the tiles' form on
+# (measured: see the module's docstring); with fewer, the transformed tiles cost more than the
+# products saved.
+WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS = 64 * 128
 
 
 def chosen(x, w) -> bool:
@@ -76,7 +86,8 @@ def _combination(coefficients, terms):
 @jax.custom_vjp
 def conv3x3(x, w):
     """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum), and
-    its input gradient, by F(2x2, 3x3); its weight gradient the plain convolution's."""
+    its input gradient, by F(2x2, 3x3); its weight gradient by the same tiles where there are
+    enough channels (``weight_gradient_chosen``), else the plain convolution's."""
     return _winograd(x, w)
 
 
@@ -87,28 +98,52 @@ def _conv3x3_fwd(x, w):
 def _conv3x3_bwd(residuals, g):
     x, w = residuals
     input_gradient = _winograd(g, cpu_kernels.input_gradient_filters(w))
+    if weight_gradient_chosen(w):
+        return input_gradient, weight_gradient(x, g)
     return input_gradient, cpu_kernels.conv_weight_gradient(x, g, (3, 3))
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def _winograd(x, w):
+def weight_gradient_chosen(w) -> bool:
+    """Whether ``conv3x3``'s weight gradient for filters w takes the tiles' form: at least
+    WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS; FER_WINOGRAD_WEIGHTS=1 or 0 overrides (to measure)."""
+    override = os.environ.get("FER_WINOGRAD_WEIGHTS")
+    if override in ("0", "1"):
+        return override == "1"
+    return w.shape[2] * w.shape[3] >= WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS
+
+
+def _tiles(x):
+    """(rows, cols) of 2x2 output tiles covering x's map; an odd side gets one padded output."""
+    return -(-x.shape[1] // 2), -(-x.shape[2] // 2)
+
+
+def _input_tiles(x, rows: int, cols: int) -> list:
+    """B^T d B for every 4x4 tile d of the zero-padded x: [4][4] of [N * rows * cols, C_in],
+    a row of the tile at a time (strided views: XLA fuses each product's input)."""
     n, h, width, c_in = x.shape
-    c_out = w.shape[-1]
-    rows, cols = -(-h // 2), -(-width // 2)  # tiles; an odd side gets one padded output
     padded = jnp.pad(x, ((0, 0), (1, 2 * rows - h + 1), (1, 2 * cols - width + 1), (0, 0)))
-    # G g G^T for every (input, output) channel pair: [4, 4, C_in, C_out]
-    filters = jnp.einsum("ia,abco,jb->ijco", FILTER_TRANSFORM, w, FILTER_TRANSFORM)
-    # B^T d B, a row of the tile at a time (strided views: XLA fuses each product's input)
     tile_rows = [padded[:, a:a + 2 * rows:2] for a in range(4)]
-    products = []
+    tiles = []
     for i in range(4):
         mixed = _combination(INPUT_TRANSFORM[i], tile_rows)
         tile_cols = [mixed[:, :, b:b + 2 * cols:2] for b in range(4)]
-        products.append([
-            (_combination(INPUT_TRANSFORM[j], tile_cols).reshape(n * rows * cols, c_in)
-             @ filters[i, j]).reshape(n, rows, cols, c_out) for j in range(4)])
+        tiles.append([_combination(INPUT_TRANSFORM[j], tile_cols).reshape(n * rows * cols, c_in)
+                      for j in range(4)])
+    return tiles
+
+
+def _winograd(x, w):
+    n, h, width, _ = x.shape
+    c_out = w.shape[-1]
+    rows, cols = _tiles(x)
+    # G g G^T for every (input, output) channel pair: [4, 4, C_in, C_out]
+    filters = jnp.einsum("ia,abco,jb->ijco", FILTER_TRANSFORM, w, FILTER_TRANSFORM)
+    tiles = _input_tiles(x, rows, cols)
+    products = [[(tiles[i][j] @ filters[i, j]).reshape(n, rows, cols, c_out) for j in range(4)]
+                for i in range(4)]
     # A^T m A: the 2x2 outputs of each tile, interleaved back into the image
     halves = [[_combination(OUTPUT_TRANSFORM[p], [products[a][b] for a in range(4)])
                for b in range(4)] for p in range(2)]
@@ -116,3 +151,23 @@ def _winograd(x, w):
                                     for q in range(2)], axis=3) for p in range(2)], axis=2)
     return outputs.reshape(n, 2 * rows, 2 * cols, c_out)[:, :h, :width]
 
+
+def weight_gradient(x, g):
+    """The weight gradient (HWIO) of ``conv3x3`` at input x and output gradient g, through the
+    forward's tiles: G^T [sum over tiles of (B^T d B) (A dY A^T)] G, where dY is g's 2x2 block
+    of the tile (zero past an odd side, whose outputs were cut off)."""
+    n, h, width, c_out = g.shape
+    rows, cols = _tiles(x)
+    tiles = _input_tiles(x, rows, cols)
+    padded = jnp.pad(g, ((0, 0), (0, 2 * rows - h), (0, 2 * cols - width), (0, 0)))
+    block_rows = [padded[:, p::2] for p in range(2)]
+    products = []
+    for i in range(4):
+        mixed = _combination(OUTPUT_TRANSFORM[:, i], block_rows)
+        block_cols = [mixed[:, :, q::2] for q in range(2)]
+        # summed over the batch and the tiles: [C_in, tiles] @ [tiles, C_out] for each position
+        products.append([
+            tiles[i][j].T @ _combination(OUTPUT_TRANSFORM[:, j], block_cols).reshape(-1, c_out)
+            for j in range(4)])
+    return jnp.einsum("ia,ijco,jb->abco", FILTER_TRANSFORM, jnp.stack(
+        [jnp.stack(row) for row in products]), FILTER_TRANSFORM)
