@@ -4,6 +4,8 @@ the tiles within float32 rounding of lax's (or lax's own, bit for bit, with few 
 where rna.conv2d takes it."""
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,17 +27,20 @@ def random_conv_inputs(seed, n, h, width, c_in, c_out):
             rng.standard_normal((3, 3, c_in, c_out)).astype(np.float32))
 
 
-# even and odd sides (an odd one pads a last row or column of tiles), one-pixel images, and
-# the channel counts of the networks' layers
+# even and odd sides (a ragged one pads a last row or column of tiles), one-pixel images, and
+# the channel counts of the networks' layers; both tile sizes
+@pytest.mark.parametrize("tiles", [2, 4])
 @pytest.mark.parametrize("shape", [(2, 6, 6, 3, 5), (3, 5, 7, 4, 2), (1, 1, 1, 2, 3),
                                    (2, 10, 10, 64, 8), (1, 3, 4, 1, 1)])
-def test_winograd_conv_matches_lax_convolution(shape):
+def test_winograd_conv_matches_lax_convolution(shape, tiles):
     x, w = random_conv_inputs(sum(shape), *shape)
     expected = np.asarray(plain_conv(x, w))
-    got = np.asarray(jax.jit(winograd.conv3x3)(x, w))
+    got = np.asarray(jax.jit(winograd.tiled_conv, static_argnums=2)(x, w, winograd.TILES[tiles]))
     assert got.shape == expected.shape and got.dtype == np.float32
-    # float32 rounding of a different summation: within 1e-5 of the largest output
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    # float32 rounding of a different summation: within 1e-5 of the largest output (F(2x2));
+    # F(4x4)'s transforms have larger coefficients (up to 8), so its rounding is about 5x
+    tolerance = {2: 1e-5, 4: 5e-5}[tiles]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance * np.abs(expected).max())
 
 
 def gradients(conv, g):
@@ -47,53 +52,90 @@ def gradients(conv, g):
 def test_winograd_conv_differentiates_as_the_plain_convolution(shape):
     x, w = random_conv_inputs(sum(shape) + 1, *shape)
     g = np.random.default_rng(8).standard_normal(shape[:3] + shape[-1:]).astype(np.float32)
-    got_dx, got_dw = gradients(winograd.conv3x3, g)(x, w)
+    tiled = partial(winograd.conv3x3, forward_tiles=True, weight_tiles=0)
+    got_dx, got_dw = gradients(tiled, g)(x, w)
     dx, dw = gradients(plain_conv, g)(x, w)
     # the input gradient by F(2x2, 3x3) too (the flipped filters, channels swapped)
     np.testing.assert_allclose(np.asarray(got_dx), np.asarray(dx), rtol=0,
                                atol=1e-5 * np.abs(np.asarray(dx)).max())
-    # with few channels (C_in * C_out < 64 * 128) the weight gradient is the plain convolution's
-    assert not winograd.weight_gradient_chosen(np.zeros((3, 3) + shape[-2:]))
+    # weight_tiles=0: the plain convolution's weight gradient, bit for bit
     np.testing.assert_array_equal(np.asarray(got_dw), np.asarray(dw))
 
 
-# even and odd sides (an odd one's last tiles hold outputs that were cut off: their gradient
-# must not reach the filters), a one-pixel image, and wider outputs than inputs and the reverse
+def plain_weight_gradient(x, g):
+    """The plain convolution's weight gradient: the transpose of w -> conv(x, w), at g."""
+    zero = np.zeros((3, 3, x.shape[-1], g.shape[-1]), np.float32)
+    return np.asarray(jax.vjp(lambda w: plain_conv(x, w), zero)[1](g)[0])
+
+
+# even and ragged sides (a ragged one's last tiles hold outputs that were cut off: their
+# gradient must not reach the filters), a one-pixel image, wider outputs than inputs and the
+# reverse; both tile sizes
+@pytest.mark.parametrize("tiles", [2, 4])
 @pytest.mark.parametrize("shape", [(2, 6, 4, 3, 5), (3, 5, 7, 4, 2), (1, 1, 1, 2, 3),
-                                   (2, 7, 3, 6, 3)])
-def test_winograd_weight_gradient_matches_the_plain_convolutions(shape):
+                                   (2, 9, 3, 6, 3)])
+def test_winograd_weight_gradient_matches_the_plain_convolutions(shape, tiles):
     x, _ = random_conv_inputs(sum(shape) + 2, *shape)
     g = np.random.default_rng(9).standard_normal(shape[:3] + shape[-1:]).astype(np.float32)
-    # the plain convolution's weight gradient: the transpose of w -> conv(x, w), at g
-    dw = jax.vjp(lambda w: plain_conv(x, w), np.zeros((3, 3) + shape[-2:], np.float32))[1](g)[0]
-    got = np.asarray(jax.jit(winograd.weight_gradient)(x, g))
+    dw = plain_weight_gradient(x, g)
+    got = np.asarray(jax.jit(winograd.weight_gradient, static_argnums=2)(
+        x, g, winograd.TILES[tiles]))
     assert got.shape == dw.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, np.asarray(dw), rtol=0, atol=1e-5 * np.abs(dw).max())
+    np.testing.assert_allclose(got, dw, rtol=0, atol=1e-5 * np.abs(dw).max())
 
 
-def test_a_wide_convolutions_weight_gradient_takes_the_tiles(monkeypatch):
+@pytest.mark.parametrize("shape,forward_tiles,weight_tiles", [
+    ((2, 3, 5, 64, 128), True, 2),  # wide, on a small map: F(2x2) throughout
+    ((1, 12, 12, 32, 64), False, 4),  # 32 channels in: XLA's forward, F(4x4) weight gradient
+])
+def test_rna_conv2d_takes_the_weight_gradients_tiles(monkeypatch, shape, forward_tiles,
+                                                    weight_tiles):
+    monkeypatch.setenv("FER_WINOGRAD", "1")
     monkeypatch.delenv("FER_WINOGRAD_WEIGHTS", raising=False)
-    x, w = random_conv_inputs(4, 2, 3, 5, 64, 128)
-    g = np.random.default_rng(10).standard_normal((2, 3, 5, 128)).astype(np.float32)
-    assert winograd.weight_gradient_chosen(w)
-    _, got_dw = gradients(winograd.conv3x3, g)(x, w)
-    _, dw = gradients(plain_conv, g)(x, w)
-    np.testing.assert_array_equal(np.asarray(got_dw),
-                                  np.asarray(jax.jit(winograd.weight_gradient)(x, g)))
+    x, w = random_conv_inputs(4, *shape)
+    g = np.random.default_rng(10).standard_normal(shape[:3] + shape[-1:]).astype(np.float32)
+    assert winograd.chosen(x, w) == forward_tiles
+    assert winograd.weight_gradient_tiles(x, w) == weight_tiles
+    got_dx, got_dw = gradients(rna.conv2d, g)(x, w)
+    dx, dw = gradients(plain_conv, g)(x, w)
+    np.testing.assert_array_equal(np.asarray(got_dw), np.asarray(jax.jit(
+        winograd.weight_gradient, static_argnums=2)(x, g, winograd.TILES[weight_tiles])))
     np.testing.assert_allclose(np.asarray(got_dw), np.asarray(dw), rtol=0,
                                atol=1e-5 * np.abs(np.asarray(dw)).max())
+    if not forward_tiles:  # XLA's own forward and input gradient, bit for bit
+        np.testing.assert_array_equal(np.asarray(got_dx), np.asarray(dx))
+        np.testing.assert_array_equal(np.asarray(jax.jit(rna.conv2d)(x, w)),
+                                      np.asarray(jax.jit(plain_conv)(x, w)))
 
 
-def test_the_weight_gradients_form_is_chosen_by_channel_pairs(monkeypatch):
-    monkeypatch.delenv("FER_WINOGRAD_WEIGHTS", raising=False)
-    # 64 -> 64 ran at 0.78-1.01x the plain weight gradient, 64 -> 128 at 1.10-1.28x
-    assert not winograd.weight_gradient_chosen(np.zeros((3, 3, 64, 64)))
-    assert winograd.weight_gradient_chosen(np.zeros((3, 3, 64, 128)))
-    assert winograd.weight_gradient_chosen(np.zeros((3, 3, 128, 64)))
-    monkeypatch.setenv("FER_WINOGRAD_WEIGHTS", "0")
-    assert not winograd.weight_gradient_chosen(np.zeros((3, 3, 256, 256)))
+def test_the_weight_gradients_form_is_chosen_by_map_and_channels(monkeypatch):
     monkeypatch.setenv("FER_WINOGRAD_WEIGHTS", "1")
-    assert winograd.weight_gradient_chosen(np.zeros((3, 3, 2, 3)))
+
+    def tiles(side, c_in, c_out):
+        return winograd.weight_gradient_tiles(np.zeros((1, side, side, c_in), np.float32),
+                                              np.zeros((3, 3, c_in, c_out), np.float32))
+
+    # F(4x4) on 12x12 maps from 32 -> 64 channels (in whole steps: S 1.06x, V 1.19x the
+    # plain kernel's)
+    assert tiles(12, 32, 64) == tiles(12, 64, 128) == tiles(12, 64, 64) == 4
+    assert tiles(12, 32, 32) == 0  # 32 -> 32: neither form pays
+    # elsewhere F(2x2) with 64 -> 128 channels or more (1.1-1.5x), none with fewer (0.8-1.0x)
+    assert tiles(24, 64, 128) == tiles(6, 128, 256) == tiles(6, 128, 64) == 2
+    assert tiles(24, 64, 64) == tiles(6, 64, 64) == tiles(48, 32, 32) == 0
+    assert winograd.weight_gradient_tiles(  # a 5x5 window, bfloat16: never
+        np.zeros((1, 12, 12, 64), np.float32), np.zeros((5, 5, 64, 64), np.float32)) == 0
+    assert winograd.weight_gradient_tiles(
+        np.zeros((1, 12, 12, 64), jnp.bfloat16), np.zeros((3, 3, 64, 64), np.float32)) == 0
+    # the overrides: FER_WINOGRAD_WEIGHTS, else FER_WINOGRAD, else the CPU kind measured
+    monkeypatch.setenv("FER_WINOGRAD_WEIGHTS", "0")
+    assert tiles(12, 128, 128) == 0
+    monkeypatch.delenv("FER_WINOGRAD_WEIGHTS")
+    monkeypatch.setenv("FER_WINOGRAD", "0")
+    assert tiles(12, 128, 128) == 0
+    monkeypatch.delenv("FER_WINOGRAD")
+    measured = winograd.host_tuning.cpu_vendor() in winograd.MEASURED_CPU_VENDORS
+    assert tiles(12, 128, 128) == (4 if measured else 0)
+    assert tiles(24, 128, 128) == (2 if measured else 0)
 
 
 def test_the_form_is_chosen_for_wide_float32_3x3_windows_on_measured_cpus(monkeypatch):

@@ -155,8 +155,9 @@ def conv2d(x, w):
     its im2col patches in training), and so does bfloat16 on CPU (``cpu_kernels.bfloat16_conv``:
     the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
     A 3x3 window with 64 or more channels in and out is, on the CPUs measured, Winograd's
-    F(2x2, 3x3) forward and in its input gradient (``winograd.conv3x3``: 2.25x fewer products;
-    its weight gradient too where C_in * C_out >= 64 * 128); the others are XLA's convolution, whose weight
+    F(2x2, 3x3) forward and in its input gradient (``winograd.conv3x3``: 2.25x fewer products),
+    and one with channels enough takes Winograd's tiles for its weight gradient (F(4x4, 3x3)
+    on 12x12 maps, F(2x2, 3x3) elsewhere); the others are XLA's convolution, whose weight
     gradient on CPU reads its operands transposed as stored (``cpu_kernels.classic_conv``).
     """
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
@@ -165,7 +166,7 @@ def conv2d(x, w):
     if not _PLAIN_FORMS.get():
         if _is_patch_conv(w):
             return cpu_kernels.patch_conv(x, w)
-        if winograd.chosen(x, w):
+        if winograd.chosen(x, w) or winograd.weight_gradient_tiles(x, w):
             return winograd.conv3x3(x, w)
         if x.dtype == jnp.float32 and jax.default_backend() == "cpu":
             return cpu_kernels.classic_conv(x, w)

@@ -20,19 +20,27 @@ rounding (about 1e-6 of the largest output; tests/test_winograd.py against
 
 A training step takes it twice: for the forward and for the input gradient, which is the same
 'same' 3x3 convolution of the output gradient with the filters flipped and their channels
-swapped. Its weight gradient takes the same tiles where there are channels enough: the
-gradient of G g G^T is the sum over the batch and the tiles of (B^T d B) * (A dY A^T), 16
-matrix products [C_in, tiles] @ [tiles, C_out] against the plain convolution's 9 over four
-times as many pixels, then G^T (...) G. Measured alone on the 2-core Zen 3 (128 images, the
-plain weight gradient's time over this form's): 64->128 channels 1.10-1.28x (24x24 and
-12x12), 128->128 1.16x (24x24) and 1.25-1.39x (12x12), 128->256 and 256->256 1.35-1.54x
-(12x12 and 6x6); 64->64 0.78-1.01x and 32->32 or 32->64 0.8-0.9x, where writing and reading the transformed
-tiles costs more than the products saved; so C_in * C_out >= 64 * 128. A step's values
-equal the plain step's within float32 rounding, not bit for bit (same seed, same machine:
-same bits, as always).
+swapped. Its weight gradient takes tiles too where there are channels enough: the gradient of
+G g G^T is the sum over the batch and the tiles of (B^T d B) * (A dY A^T), one matrix product
+[C_in, tiles] @ [tiles, C_out] per tile position, then G^T (...) G. With F(2x2, 3x3) that is
+16 products against the plain convolution's 9 over four times as many pixels; with F(4x4, 3x3)
+(6x6 tiles, section 4.2) 36 over 16 times as many: 4x fewer multiplications, and transformed
+tiles 2.25x the map's size instead of 4x. Measured on the 2-core Zen 3 (128 images), the
+weight gradient alone, the plain kernel's time over the form's: F(2x2) 64->128 channels
+1.10-1.28x (24x24 and 12x12), 128->128 1.16-1.39x, 128->256 and 256->256 1.35-1.54x (12x12
+and 6x6), 64->64 0.78-1.01x and 32-channel layers 0.8-0.9x; F(4x4) at 12x12 64->128 1.7x,
+128->128 1.7x, at 24x24 1.16-1.18x, at 6x6 (tiles mostly padding) slower than F(2x2). In
+whole training steps (paired rounds, against the plain weight gradient): F(2x2) alone S 1.02x,
+V 1.07x, A 1.05x; with F(4x4) on the 12x12 maps S 1.06x, V 1.19x, A 1.11x; with F(4x4) on
+24x24 maps too S 1.02x, V 1.10x, A 1.10x. So F(4x4) on 12x12 maps with C_in * C_out >=
+32 * 64, F(2x2) elsewhere with C_in * C_out >= 64 * 128, the plain kernel otherwise. A step's
+values equal the plain step's within float32 rounding, not bit for bit (same seed, same
+machine: same bits, as always).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 
 import jax
@@ -49,27 +57,74 @@ FILTER_TRANSFORM = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]],
                             np.float32)  # G
 OUTPUT_TRANSFORM = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)  # A^T
 
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tiles:
+    """A Winograd form F(m x m, 3x3): (m + 2) x (m + 2) input tiles, m x m outputs each."""
+    outputs: int  # m
+    input_transform: np.ndarray  # B^T, (m + 2) x (m + 2)
+    filter_transform: np.ndarray  # G, (m + 2) x 3
+    output_transform: np.ndarray  # A^T, m x (m + 2)
+
+
+F2X2 = Tiles(2, INPUT_TRANSFORM, FILTER_TRANSFORM, OUTPUT_TRANSFORM)
+# F(4x4, 3x3) (Lavin and Gray, section 4.2; points 0, +-1, +-2): 36 products per 16 outputs
+# (4x fewer than direct), transformed tiles 2.25x the map's size (F(2x2)'s: 4x), rounding
+# about 5e-6 of the largest value (F(2x2)'s: 1e-6).
+F4X4 = Tiles(
+    4,
+    np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float32),
+    np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float32),
+    np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+              [0, 1, -1, 8, -8, 1]], np.float32))
+TILES = {tiles.outputs: tiles for tiles in (F2X2, F4X4)}
+
 # The fewest channels, in and out, the form pays on (measured: see the module's docstring), and
 # the CPU kinds it was measured on; FER_WINOGRAD=1 or 0 overrides the choice (to measure it on
 # another).
 MIN_CHANNELS = 64
 MEASURED_CPU_VENDORS = ("AuthenticAMD",)
-# The fewest channel pairs (C_in * C_out) the weight gradient takes the tiles' form on
-# (measured: see the module's docstring); with fewer, the transformed tiles cost more than the
-# products saved.
+# The weight gradient's forms (measured: see the module's docstring): F(4x4) on 12x12 maps with
+# C_in * C_out >= 32 * 64, else F(2x2) with C_in * C_out >= 64 * 128, else the plain
+# convolution's (fewer channels: the transformed tiles cost more than the products saved;
+# F(4x4) on 24x24 maps was faster alone but slower in whole steps, on 6x6 its tiles are
+# mostly padding).
+WIDE_TILE_SIDES = (12,)
+WIDE_TILE_MIN_CHANNEL_PAIRS = 32 * 64
 WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS = 64 * 128
 
 
 def chosen(x, w) -> bool:
-    """Whether ``rna.conv2d`` takes this form for x (NHWC) and w (HWIO) on this machine."""
+    """Whether ``rna.conv2d`` takes this form forward for x (NHWC) and w (HWIO) here."""
     kh, kw, c_in, c_out = w.shape
-    if ((kh, kw) != (3, 3) or min(c_in, c_out) < MIN_CHANNELS or x.dtype != jnp.float32
-            or jax.default_backend() != "cpu"):
+    if min(c_in, c_out) < MIN_CHANNELS or not _eligible(x, w):
         return False
     override = os.environ.get("FER_WINOGRAD")
     if override in ("0", "1"):
         return override == "1"
     return host_tuning.cpu_vendor() in MEASURED_CPU_VENDORS
+
+
+def weight_gradient_tiles(x, w) -> int:
+    """The output tile side (4 or 2) of the form ``conv3x3``'s weight gradient takes for x
+    (NHWC) and w (HWIO) on this machine; 0: the plain convolution's. FER_WINOGRAD_WEIGHTS=1
+    or 0 overrides the CPU kind's choice (else FER_WINOGRAD does)."""
+    _, _, c_in, c_out = w.shape
+    override = os.environ.get("FER_WINOGRAD_WEIGHTS", os.environ.get("FER_WINOGRAD"))
+    if not _eligible(x, w) or override == "0" or (
+            override != "1" and host_tuning.cpu_vendor() not in MEASURED_CPU_VENDORS):
+        return 0
+    if (x.shape[1] in WIDE_TILE_SIDES and x.shape[2] in WIDE_TILE_SIDES
+            and c_in * c_out >= WIDE_TILE_MIN_CHANNEL_PAIRS):
+        return 4
+    return 2 if c_in * c_out >= WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS else 0
+
+
+def _eligible(x, w) -> bool:
+    return (w.shape[:2] == (3, 3) and x.dtype == jnp.float32
+            and jax.default_backend() == "cpu")
 
 
 def _combination(coefficients, terms):
@@ -83,91 +138,103 @@ def _combination(coefficients, terms):
     return total
 
 
-@jax.custom_vjp
-def conv3x3(x, w):
-    """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum), and
-    its input gradient, by F(2x2, 3x3); its weight gradient by the same tiles where there are
-    enough channels (``weight_gradient_chosen``), else the plain convolution's."""
-    return _winograd(x, w)
+def conv3x3(x, w, forward_tiles: bool | None = None, weight_tiles: int | None = None):
+    """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum): by
+    F(2x2, 3x3) forward and in its input gradient where ``forward_tiles`` (default: where
+    ``chosen``), else XLA's convolution; its weight gradient by F(m x m, 3x3) with m =
+    ``weight_tiles`` (4 or 2; default: ``weight_gradient_tiles``), 0: the plain one's."""
+    forward_tiles = chosen(x, w) if forward_tiles is None else forward_tiles
+    weight_tiles = weight_gradient_tiles(x, w) if weight_tiles is None else weight_tiles
+    return _conv3x3(x, w, forward_tiles, weight_tiles)
 
 
-def _conv3x3_fwd(x, w):
-    return _winograd(x, w), (x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv3x3(x, w, forward_tiles: bool, weight_tiles: int):
+    return tiled_conv(x, w, F2X2) if forward_tiles else cpu_kernels.conv_same_float32(x, w)
 
 
-def _conv3x3_bwd(residuals, g):
+def _conv3x3_fwd(x, w, forward_tiles, weight_tiles):
+    return _conv3x3(x, w, forward_tiles, weight_tiles), (x, w)
+
+
+def _conv3x3_bwd(forward_tiles, weight_tiles, residuals, g):
     x, w = residuals
-    input_gradient = _winograd(g, cpu_kernels.input_gradient_filters(w))
-    if weight_gradient_chosen(w):
-        return input_gradient, weight_gradient(x, g)
+    if forward_tiles:
+        input_gradient = tiled_conv(g, cpu_kernels.input_gradient_filters(w), F2X2)
+    else:
+        input_gradient = cpu_kernels.conv_input_gradient(x, w, g)
+    if weight_tiles:
+        return input_gradient, weight_gradient(x, g, TILES[weight_tiles])
     return input_gradient, cpu_kernels.conv_weight_gradient(x, g, (3, 3))
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def weight_gradient_chosen(w) -> bool:
-    """Whether ``conv3x3``'s weight gradient for filters w takes the tiles' form: at least
-    WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS; FER_WINOGRAD_WEIGHTS=1 or 0 overrides (to measure)."""
-    override = os.environ.get("FER_WINOGRAD_WEIGHTS")
-    if override in ("0", "1"):
-        return override == "1"
-    return w.shape[2] * w.shape[3] >= WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS
+def _tile_counts(x, tiles: Tiles):
+    """(rows, cols) of output tiles covering x's map; a ragged side gets padded outputs."""
+    m = tiles.outputs
+    return -(-x.shape[1] // m), -(-x.shape[2] // m)
 
 
-def _tiles(x):
-    """(rows, cols) of 2x2 output tiles covering x's map; an odd side gets one padded output."""
-    return -(-x.shape[1] // 2), -(-x.shape[2] // 2)
-
-
-def _input_tiles(x, rows: int, cols: int) -> list:
-    """B^T d B for every 4x4 tile d of the zero-padded x: [4][4] of [N * rows * cols, C_in],
-    a row of the tile at a time (strided views: XLA fuses each product's input)."""
+def _input_tiles(x, tiles: Tiles) -> list:
+    """B^T d B for every input tile d of the zero-padded x: [m + 2][m + 2] of
+    [N * rows * cols, C_in], a row of the tile at a time (strided views: XLA fuses each
+    product's input)."""
     n, h, width, c_in = x.shape
-    padded = jnp.pad(x, ((0, 0), (1, 2 * rows - h + 1), (1, 2 * cols - width + 1), (0, 0)))
-    tile_rows = [padded[:, a:a + 2 * rows:2] for a in range(4)]
-    tiles = []
-    for i in range(4):
-        mixed = _combination(INPUT_TRANSFORM[i], tile_rows)
-        tile_cols = [mixed[:, :, b:b + 2 * cols:2] for b in range(4)]
-        tiles.append([_combination(INPUT_TRANSFORM[j], tile_cols).reshape(n * rows * cols, c_in)
-                      for j in range(4)])
-    return tiles
+    m, side = tiles.outputs, tiles.outputs + 2
+    rows, cols = _tile_counts(x, tiles)
+    padded = jnp.pad(x, ((0, 0), (1, m * rows - h + 1), (1, m * cols - width + 1), (0, 0)))
+    tile_rows = [padded[:, a:a + m * rows:m] for a in range(side)]
+    transformed = []
+    for i in range(side):
+        mixed = _combination(tiles.input_transform[i], tile_rows)
+        tile_cols = [mixed[:, :, b:b + m * cols:m] for b in range(side)]
+        transformed.append([_combination(tiles.input_transform[j], tile_cols)
+                            .reshape(n * rows * cols, c_in) for j in range(side)])
+    return transformed
 
 
-def _winograd(x, w):
+def tiled_conv(x, w, tiles: Tiles = F2X2):
+    """The 'same' 3x3 cross-correlation of NHWC x with HWIO w by these tiles."""
     n, h, width, _ = x.shape
     c_out = w.shape[-1]
-    rows, cols = _tiles(x)
-    # G g G^T for every (input, output) channel pair: [4, 4, C_in, C_out]
-    filters = jnp.einsum("ia,abco,jb->ijco", FILTER_TRANSFORM, w, FILTER_TRANSFORM)
-    tiles = _input_tiles(x, rows, cols)
-    products = [[(tiles[i][j] @ filters[i, j]).reshape(n, rows, cols, c_out) for j in range(4)]
-                for i in range(4)]
-    # A^T m A: the 2x2 outputs of each tile, interleaved back into the image
-    halves = [[_combination(OUTPUT_TRANSFORM[p], [products[a][b] for a in range(4)])
-               for b in range(4)] for p in range(2)]
-    outputs = jnp.stack([jnp.stack([_combination(OUTPUT_TRANSFORM[q], halves[p])
-                                    for q in range(2)], axis=3) for p in range(2)], axis=2)
-    return outputs.reshape(n, 2 * rows, 2 * cols, c_out)[:, :h, :width]
+    m, side = tiles.outputs, tiles.outputs + 2
+    rows, cols = _tile_counts(x, tiles)
+    # G g G^T for every (input, output) channel pair: [m + 2, m + 2, C_in, C_out]
+    g_transform = tiles.filter_transform
+    filters = jnp.einsum("ia,abco,jb->ijco", g_transform, w, g_transform)
+    transformed = _input_tiles(x, tiles)
+    products = [[(transformed[i][j] @ filters[i, j]).reshape(n, rows, cols, c_out)
+                 for j in range(side)] for i in range(side)]
+    # A^T m A: the m x m outputs of each tile, interleaved back into the image
+    a_transform = tiles.output_transform
+    halves = [[_combination(a_transform[p], [products[a][b] for a in range(side)])
+               for b in range(side)] for p in range(m)]
+    outputs = jnp.stack([jnp.stack([_combination(a_transform[q], halves[p])
+                                    for q in range(m)], axis=3) for p in range(m)], axis=2)
+    return outputs.reshape(n, m * rows, m * cols, c_out)[:, :h, :width]
 
 
-def weight_gradient(x, g):
-    """The weight gradient (HWIO) of ``conv3x3`` at input x and output gradient g, through the
-    forward's tiles: G^T [sum over tiles of (B^T d B) (A dY A^T)] G, where dY is g's 2x2 block
-    of the tile (zero past an odd side, whose outputs were cut off)."""
+def weight_gradient(x, g, tiles: Tiles = F2X2):
+    """The weight gradient (HWIO) of the 'same' 3x3 convolution at input x and output gradient
+    g, through the forward's tiles: G^T [sum over tiles of (B^T d B) (A dY A^T)] G, where dY is
+    g's m x m block of the tile (zero past a ragged side, whose outputs were cut off)."""
     n, h, width, c_out = g.shape
-    rows, cols = _tiles(x)
-    tiles = _input_tiles(x, rows, cols)
-    padded = jnp.pad(g, ((0, 0), (0, 2 * rows - h), (0, 2 * cols - width), (0, 0)))
-    block_rows = [padded[:, p::2] for p in range(2)]
+    m, side = tiles.outputs, tiles.outputs + 2
+    rows, cols = _tile_counts(x, tiles)
+    transformed = _input_tiles(x, tiles)
+    padded = jnp.pad(g, ((0, 0), (0, m * rows - h), (0, m * cols - width), (0, 0)))
+    block_rows = [padded[:, p::m] for p in range(m)]
+    a_transform = tiles.output_transform
     products = []
-    for i in range(4):
-        mixed = _combination(OUTPUT_TRANSFORM[:, i], block_rows)
-        block_cols = [mixed[:, :, q::2] for q in range(2)]
+    for i in range(side):
+        mixed = _combination(a_transform[:, i], block_rows)
+        block_cols = [mixed[:, :, q::m] for q in range(m)]
         # summed over the batch and the tiles: [C_in, tiles] @ [tiles, C_out] for each position
         products.append([
-            tiles[i][j].T @ _combination(OUTPUT_TRANSFORM[:, j], block_cols).reshape(-1, c_out)
-            for j in range(4)])
-    return jnp.einsum("ia,ijco,jb->abco", FILTER_TRANSFORM, jnp.stack(
-        [jnp.stack(row) for row in products]), FILTER_TRANSFORM)
+            transformed[i][j].T @ _combination(a_transform[:, j], block_cols).reshape(-1, c_out)
+            for j in range(side)])
+    g_transform = tiles.filter_transform
+    return jnp.einsum("ia,ijco,jb->abco", g_transform, jnp.stack(
+        [jnp.stack(row) for row in products]), g_transform)
