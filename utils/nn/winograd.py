@@ -32,10 +32,11 @@ and 6x6), 64->64 0.78-1.01x and 32-channel layers 0.8-0.9x; F(4x4) at 12x12 64->
 128->128 1.7x, at 24x24 1.16-1.18x, at 6x6 (tiles mostly padding) slower than F(2x2). In
 whole training steps (paired rounds, against the plain weight gradient): F(2x2) alone S 1.02x,
 V 1.07x, A 1.05x; with F(4x4) on the 12x12 maps S 1.06x, V 1.19x, A 1.11x; with F(4x4) on
-24x24 maps too S 1.02x, V 1.10x, A 1.10x. So F(4x4) on 12x12 maps with C_in * C_out >=
-32 * 64, F(2x2) elsewhere with C_in * C_out >= 64 * 128, the plain kernel otherwise. A step's
-values equal the plain step's within float32 rounding, not bit for bit (same seed, same
-machine: same bits, as always).
+24x24 maps too S 1.02x, V 1.10x, A 1.10x; at 40x40 crops (maps 20, 10, 5) F(2x2) alone about
+even (V 0.985x and 1.029x), F(4x4) on the 10x10 maps 0.94x, on 20x20 0.90x. So F(4x4) on
+12x12 maps with C_in * C_out >= 32 * 64, F(2x2) elsewhere with C_in * C_out >= 64 * 128, the
+plain kernel otherwise. A step's values equal the plain step's within float32 rounding, not
+bit for bit (same seed, same machine: same bits, as always).
 """
 from __future__ import annotations
 
@@ -89,8 +90,8 @@ MEASURED_CPU_VENDORS = ("AuthenticAMD",)
 # The weight gradient's forms (measured: see the module's docstring): F(4x4) on 12x12 maps with
 # C_in * C_out >= 32 * 64, else F(2x2) with C_in * C_out >= 64 * 128, else the plain
 # convolution's (fewer channels: the transformed tiles cost more than the products saved;
-# F(4x4) on 24x24 maps was faster alone but slower in whole steps, on 6x6 its tiles are
-# mostly padding).
+# F(4x4) on 24x24 maps was faster alone but slower in whole steps, as on 20x20 and 10x10 ones;
+# on 6x6 its tiles are mostly padding).
 WIDE_TILE_SIDES = (12,)
 WIDE_TILE_MIN_CHANNEL_PAIRS = 32 * 64
 WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS = 64 * 128
@@ -98,7 +99,7 @@ WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS = 64 * 128
 
 def chosen(x, w) -> bool:
     """Whether ``rna.conv2d`` takes this form forward for x (NHWC) and w (HWIO) here."""
-    kh, kw, c_in, c_out = w.shape
+    _, _, c_in, c_out = w.shape
     if min(c_in, c_out) < MIN_CHANNELS or not _eligible(x, w):
         return False
     override = os.environ.get("FER_WINOGRAD")
