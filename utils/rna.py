@@ -166,8 +166,9 @@ def conv2d(x, w):
     if not _PLAIN_FORMS.get():
         if _is_patch_conv(w):
             return cpu_kernels.patch_conv(x, w)
-        if winograd.chosen(x, w) or winograd.weight_gradient_tiles(x, w):
-            return winograd.conv3x3(x, w)
+        forward_tiles, weight_tiles = winograd.chosen(x, w), winograd.weight_gradient_tiles(x, w)
+        if forward_tiles or weight_tiles:
+            return winograd.conv3x3(x, w, forward_tiles, weight_tiles)
         if x.dtype == jnp.float32 and jax.default_backend() == "cpu":
             return cpu_kernels.classic_conv(x, w)
     return lax.conv_general_dilated(
