@@ -84,22 +84,27 @@ def test_every_face_count_runs_through_fixed_shapes_of_bounded_rows(sample, mode
         return original(params, bn_state, pixels)
 
     monkeypatch.setattr(model, name, counting)
-    for n_faces in (1, 8, 9, 300):
+    counts = (1, 8, 9, 300, 400)
+    for n_faces in counts:
         probabilities = model.probabilities(sample.images[:n_faces], augment=augment)
         assert probabilities.shape == (n_faces, 7)
     # The faces (their variant's versions: 1 for raw, 2 for mirror) go in batches of the large
-    # shape while they fill it, the rest in batches of 16 (online views are cut inside): less
-    # than one small batch of padding. The large shape holds at most 256 of the network's rows:
-    # 256 plain views, or 16 faces in the default model's ten-crop (160 rows: one shape).
+    # shape while they fill it; the rest in one more large batch if it fills more than half of
+    # one, else in batches of 16 (online views are cut inside): less than one small batch of
+    # padding. The large shape holds at most 256 of the network's rows: 256 plain views, or 16
+    # faces in the default model's ten-crop (160 rows: one shape).
     per_face = model.versions(sample.images[:1]).shape[1] if augment else 1
     large = 16 if augment else 256
     assert model.batch_faces(augment) == large
     expected = []
-    for n_faces in (1, 8, 9, 300):
+    for n_faces in counts:
         rows = n_faces * per_face
-        expected += [(large, 48, 48)] * (rows // large)
-        expected += [(16, 48, 48)] * -(-(rows % large) // 16)
+        rest = rows % large
+        expected += [(large, 48, 48)] * (rows // large + (2 * rest > large))
+        expected += [(16, 48, 48)] * (-(-rest // 16) if 2 * rest <= large else 0)
     assert calls == expected
+    if not augment:  # 400 plain faces: two large batches, no small one
+        assert calls[-2:] == [(256, 48, 48)] * 2
 
 
 def test_a_large_batch_holds_at_most_256_network_rows():
@@ -112,6 +117,11 @@ def test_a_large_batch_holds_at_most_256_network_rows():
     assert [images_per_batch(r) for r in (1, 2, 10, 16, 17)] == [256, 128, 16, 16, 16]
     bounds = batch_bounds(304, 256)
     assert bounds == [(0, 256), (256, 272), (272, 288), (288, 304)]
+    # a rest over half a large batch takes one more large batch (padded), not small ones
+    assert batch_bounds(385, 256) == [(0, 256), (256, 512)]
+    assert batch_bounds(384, 256) == [(0, 256)] + [(s, s + 16) for s in range(256, 384, 16)]
+    assert batch_bounds(129, 256) == [(0, 256)] and batch_bounds(9, 256) == [(0, 16)]
+    assert batch_bounds(0, 256) == [] and batch_bounds(40, 16) == [(0, 16), (16, 32), (32, 48)]
 
 
 def test_faces_classified_in_runs_match_one_batch_in_order(sample, model):

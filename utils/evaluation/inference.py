@@ -25,7 +25,7 @@ import numpy as np
 from loaders.augment import Variant, get_variant
 from loaders.batches import scale_pixels
 from loaders.sources import DatasetError
-from utils.evaluation.batching import SMALL_BATCH, batch_bounds, images_per_batch
+from utils.evaluation.batching import batch_bounds, images_per_batch
 from utils.nn.losses import softmax
 from utils.models.model_io import ModelFileError, load_model
 from utils.training.online_augmentation import AugmentError, parse
@@ -134,12 +134,12 @@ class InferenceModel:
                                f"(its {self.variant.name} variant), got "
                                f"{images.shape[1]}x{images.shape[2]}")
         n = len(images)
-        padded = -(-n // SMALL_BATCH) * SMALL_BATCH
+        bounds = batch_bounds(n, images_per_batch(per_image))
+        padded = bounds[-1][1] if bounds else 0
         images = np.concatenate([images, np.zeros((padded - n, *images.shape[1:]), np.uint8)])
         compiled = self._on_views if which == "views" else self._on_plain
         return Pending([compiled(self.params, self.bn_state, images[start:stop])
-                        for start, stop in batch_bounds(padded, images_per_batch(per_image))],
-                       n, per_image, len(self.class_names))
+                        for start, stop in bounds], n, per_image, len(self.class_names))
 
 
 def _read_header(path: Path, header: dict):

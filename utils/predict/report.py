@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -77,14 +78,15 @@ class Report:
             if self.annotated:
                 self.folder.submit(f"annotated/{stem}.png", partial(
                     _annotated_png, item, self.class_names))
+        # Python numbers, not NumPy scalars: a face's row formats in a third of the time (the
+        # same text: a float64 formats as a float), and a folder of crops is a row an image.
         for index, (box, angle, score, face, probabilities) in enumerate(zip(
-                item.boxes, item.regions[:, 4], item.scores, item.faces, item.probabilities),
-                start=1):
-            label = int(np.argmax(probabilities))
+                item.boxes.tolist(), item.regions[:, 4].tolist(), item.scores.tolist(),
+                item.faces, item.probabilities.tolist()), start=1):
+            label = probabilities.index(max(probabilities))  # the first maximum, as np.argmax
             self.rows.append([item.source, "" if item.frame is None else item.frame,
                               "" if item.time is None else f"{item.time:.3f}", index,
-                              *map(int, box), f"{angle:.1f}",
-                              "" if np.isnan(score) else f"{score:.3f}",
+                              *box, f"{angle:.1f}", "" if math.isnan(score) else f"{score:.3f}",
                               *[f"{p:.6f}" for p in probabilities],
                               self.class_names[label], f"{probabilities[label]:.6f}"])
             if self.face_charts:
