@@ -182,6 +182,12 @@ BUGS = [
     Bug("inference-batch-counted-in-faces", "utils/evaluation/batching.py",
         "BATCH_ROWS // rows_per_image // SMALL_BATCH", "BATCH_ROWS // SMALL_BATCH",
         ("tests/test_predict_models.py",)),
+    Bug("time-budget-resumed-run-timed-again", "utils/experiments/experiment.py",
+        'elif self.config["time_budget"] is not None:',
+        'if self.config["time_budget"] is not None:', ("tests/test_time_budget.py",)),
+    Bug("time-budget-annealing-not-counted", "utils/experiments/time_budget.py",
+        '/ epoch_seconds) - config["anneal_epochs"]', '/ epoch_seconds)',
+        ("tests/test_time_budget.py",)),
     Bug("inference-rest-padded-to-a-large-batch-at-any-size", "utils/evaluation/batching.py",
         "if (n - full) * 2 > large:", "if n > full:", ("tests/test_predict_models.py",)),
 ]

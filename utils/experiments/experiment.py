@@ -34,6 +34,7 @@ from utils.experiments.run_setup import (RUN_MANAGEMENT, STATS_EPOCH_OFFSET, def
                                          training_steps)
 from utils.support.safe_files import NO_ROOM
 from utils.experiments.teachers import check_same_teachers, describe_teachers, load_teachers
+from utils.experiments.time_budget import fit_to_budget
 from utils.experiments.signals import StopRequests
 
 
@@ -84,11 +85,19 @@ class Experiment:
         # Kept on the host: training donates its device buffers, these must survive it.
         return jax.tree_util.tree_map(np.array, (params, bn_state))
 
-    def _fresh_state(self, phase: Phase, epoch_length: int):
+    def fresh_state(self, phase: Phase, epoch_length: int):
         state = self.steps.init_state(None, jax.random.fold_in(self.root_key, phase.key_stream),
                                       epoch_length,
                                       start=jax.tree_util.tree_map(jnp.array, self.initial))
         return self.parallel.replicate(state)
+
+    def set_n_epochs(self, n_epochs: int) -> None:
+        """Another length (time_budget's): the schedule, compiled into the steps, and the
+        phases follow it."""
+        self.config["n_epochs"] = n_epochs
+        self.optimizer, self.plateau, self.steps = training_steps(
+            self.config, self.network, self.info, self.class_weights, self.teachers)
+        self.phases = methodology.phases(self.config)
 
     def loader(self, split: str, *, training: bool) -> BatchLoader:
         name = f"{split}:{'train' if training else 'eval'}"
@@ -126,6 +135,9 @@ class Experiment:
 
     def _restore(self) -> None:
         path, header, trees = self.folder.load_checkpoint()
+        saved_epochs = header["config"].get("n_epochs")
+        if self.config["time_budget"] is not None and saved_epochs != self.config["n_epochs"]:
+            self.set_n_epochs(saved_epochs)  # as the budget fixed it when the run began
         check_same_definition(path, header["config"], self._definition())
         check_same_dataset(path, header.get("dataset"), dataset_identity(self.info),
                            header["config"], self.dataset)
@@ -134,7 +146,7 @@ class Experiment:
         self.progress = Progress(**header["progress"])
         finished = self.progress.phase_index >= len(self.phases)
         phase = self.phases[-1] if finished else self.phases[self.progress.phase_index]
-        target = self._fresh_state(phase, 1)
+        target = self.fresh_state(phase, 1)
         self.state = self.parallel.replicate(
             model_io.restore_into(target, trees["train_state"], path, "train_state"))
         if "best" in trees:
@@ -155,6 +167,8 @@ class Experiment:
     def _run_in_folder(self) -> dict:
         if self.folder.prepare(resume=self.config["resume"], overwrite=self.config["overwrite"]):
             self._restore()
+        elif self.config["time_budget"] is not None:
+            self.progress.budget = fit_to_budget(self)
         if self.folder.writes_files:
             self.events.start(self.progress)  # the event files anew, from the checkpoint
         console.print_header(self.config, self.info, self.network,
@@ -215,7 +229,7 @@ class Experiment:
 
     def _start_phase(self, phase: Phase, loader: BatchLoader) -> None:
         if phase.fresh:
-            self.state = self._fresh_state(phase, loader.n_batches)
+            self.state = self.fresh_state(phase, loader.n_batches)
         else:
             self._set_lr_scale(phase.lr_scale(self.config, host_scalar(self.state.lr_scale)))
         if self.plateau is not None and phase.plateau_monitors:

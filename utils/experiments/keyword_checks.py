@@ -49,6 +49,10 @@ def positive_number(name, v):
     return float(v)
 
 
+def optional_positive_number(name, v):
+    return None if v is None else positive_number(name, v)
+
+
 def non_negative_number(name, v):
     if not _is_number(v) or v < 0:
         raise KeywordError(f"{name} must be a number >= 0, got {v!r}")

@@ -20,8 +20,8 @@ from utils.experiments.keyword_checks import (
     KeywordError, activation_name, augment_spec, below_one, boolean, class_weights,
     compute_dtype_name, conv_dropout, device_count, fraction, hidden_sizes, image_size, momentum,
     model_paths, non_negative_int, non_negative_number, one_of, optional_path,
-    optional_positive_int, positive_int, positive_number, sampler_name, settings_dict,
-    unit_interval)
+    optional_positive_int, optional_positive_number, positive_int, positive_number,
+    sampler_name, settings_dict, unit_interval)
 from utils.experiments.recipes import (RECIPES, SAMPLE_RECIPE, KeywordSources,
                                       fit_conv_dropout, recipe_for)
 from utils.models.networks import get_network
@@ -80,6 +80,9 @@ KEYWORDS = [
             "cross-entropy) or 'error' (min validation error)", one_of("entropy", "error")),
     Keyword("patience", None, "stop the search after this many epochs without improvement "
             "(None: run all n_epochs)", optional_positive_int),
+    Keyword("time_budget", None, "seconds of training the run may take (val=False): n_epochs "
+            "is fixed from this run's own step, timed on this machine before training (see "
+            "utils/experiments/time_budget.py); None: n_epochs as given", optional_positive_number),
     Keyword("anneal_epochs", 10, "epochs of learning-rate annealing after training",
             non_negative_int),
     Keyword("anneal_factor", 0.1, "learning rate multiplier while annealing", fraction),
@@ -257,6 +260,28 @@ def fit_to_network(config: dict, sources: KeywordSources) -> None:
                            f"layers: {remedy}")
 
 
+def check_time_budget(config: dict, sources: KeywordSources) -> None:
+    """time_budget fixes n_epochs: a recipe's budget yields to an n_epochs given; both given,
+    a validation search (whose length the validation decides) or several hosts (each would
+    time its own steps) are refused."""
+    if config["time_budget"] is None:
+        return
+    shown = functools.partial(sources.shown, config=config)
+    if "n_epochs" in sources.given:
+        if "time_budget" not in sources.given:
+            config["time_budget"] = None  # the recipe's budget; the given n_epochs wins
+            return
+        raise KeywordError(f"{shown('time_budget')} fixes n_epochs, but {shown('n_epochs')} "
+                           f"is given too: give one")
+    if config["val"]:
+        raise KeywordError(f"{shown('time_budget')} needs val=False (one training phase); "
+                           f"{shown('val')} searches for its length on the validation set: "
+                           f"give val=False, or n_epochs instead of time_budget")
+    if config["num_processes"] is not None:
+        raise KeywordError(f"{shown('time_budget')} is for a run on one host (each host would "
+                           f"time its own steps): give n_epochs for a multi-host run")
+
+
 def conv_layer_count(network: str) -> int | None:
     """How many conv layers the named network has (built with its defaults; no arrays are
     made), or None when it cannot be built so (an unknown name: define_run refuses it)."""
@@ -269,7 +294,9 @@ def conv_layer_count(network: str) -> int | None:
 def check_together(config: dict, sources: KeywordSources) -> None:
     """Values that are each valid but not together, each named with where it came from."""
     shown = functools.partial(sources.shown, config=config)
-    if config["warmup_epochs"] and config["warmup_epochs"] >= config["n_epochs"]:
+    check_time_budget(config, sources)
+    if (config["warmup_epochs"] and config["time_budget"] is None
+            and config["warmup_epochs"] >= config["n_epochs"]):
         raise KeywordError(f"{shown('warmup_epochs')} is not shorter than the run, "
                            f"{shown('n_epochs')}: give fewer warm-up epochs or more epochs")
     if config["ema_decay"] and config["batch_norm"] and config["bn_stats"] != "population":

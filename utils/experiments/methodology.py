@@ -43,6 +43,8 @@ class Progress:
     # epoch ended (time.time()), and every tensorboard_every-th step's [chain, step, cost, time]
     epoch_walltimes: list = field(default_factory=list)
     step_costs: list = field(default_factory=list)
+    # time_budget's estimate (utils.experiments.time_budget), for the results
+    budget: dict | None = None
 
 
 # ---- the rules a phase is made of -----------------------------------------------------------

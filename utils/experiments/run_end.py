@@ -65,6 +65,7 @@ def finish_run(run) -> dict:
                    for ph in run.phases},
         "train_seconds": round(p.train_seconds, 1),
         "seconds_per_epoch": round(p.train_seconds / max(len(p.history), 1), 2),
+        "time_budget_estimate": p.budget,
         "parameters": run.network.param_count(),
         **run.parallel.devices_record(),  # those of the launch that finished the run
     })
