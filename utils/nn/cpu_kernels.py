@@ -170,8 +170,8 @@ def _same_taps(x, kh: int, kw: int) -> list:
 # itself, but fuses the producer of x (the previous layer's batch norm and ReLU) into the
 # transposing copy, whose loop then reads x across the batch, a cache line per value: in V's
 # step the 48x48x32 one took 59 ms where the plain transpose of the stored x takes 12
-# (2-core AMD EPYC Zen 3). Done apart (``computed_apart``: in a conditional, whose branches
-# XLA's fusion does not enter), the copy reads the stored x: a tiled transpose.
+# (2-core AMD EPYC Zen 3). Done apart (``computed_apart``), x is stored first; XLA (jaxlib 0.10)
+# then transposes the stored x in a copy of its own (wrapped_copy, outside the conditional).
 # --------------------------------------------------------------------------------------------
 def stored_transpose(x, permutation):
     """jnp.transpose(x, permutation), done on x as stored: never fused with what computes x."""
