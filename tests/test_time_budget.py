@@ -38,19 +38,18 @@ def test_the_epochs_fill_the_budget_share_with_the_annealing_counted():
         time_budget.epochs_for_budget(30, 0.5, 20, {"anneal_epochs": 1, "warmup_epochs": 2})
 
 
-def test_steps_are_timed_one_by_one_after_the_warm_up_on_the_batches_in_turn(monkeypatch):
-    ticks = itertools.count()
-    monkeypatch.setattr(time_budget, "CLOCK", lambda: next(ticks) * 0.5)
-    seen = []
+def test_steps_are_timed_as_the_loop_dispatches_them_after_the_warm_up(monkeypatch):
+    calls = []
+    monkeypatch.setattr(time_budget, "CLOCK", lambda: len(calls) * 0.25)  # 0.25 s a step
 
     def step(state, x, y, targets):
-        seen.append((state, x))
+        calls.append((state, x))
         return state + 1, {"cost": 0.0}
 
-    batches = [SimpleNamespace(x=name, y=None, targets=None) for name in "abc"]
-    seconds = time_budget.time_steps(step, 0, batches, warmup=2, timed=3)
-    assert seconds == [0.5, 0.5, 0.5]
-    assert seen == [(0, "a"), (1, "b"), (2, "c"), (3, "a"), (4, "b")]
+    batches = iter([SimpleNamespace(x=name, y=None, targets=None) for name in "abcdefg"])
+    assert time_budget.time_steps(step, 0, batches, warmup=2, timed=3) == 0.25
+    assert calls == [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "e")]
+    assert next(batches).x == "f"  # no batch read past the timed ones
 
 
 @pytest.mark.parametrize("keywords,message", [
@@ -93,8 +92,9 @@ def budget_for(epochs: int, config: dict, batches: int) -> float:
 
 def test_a_budgeted_run_trains_as_the_n_epochs_it_fixed_and_resumes_with_them(
         sample, tmp_path, monkeypatch):
+    # the clock, read before and after the timed steps, makes each take STEP seconds
     ticks = itertools.count()
-    monkeypatch.setattr(time_budget, "CLOCK", lambda: next(ticks) * STEP)
+    monkeypatch.setattr(time_budget, "CLOCK", lambda: next(ticks) * STEP * time_budget.TIMED_STEPS)
     base = quick_config(tmp_path / "budgeted", sample, val=False, anneal_epochs=1,
                         test_each_epoch=False)
     batches = len(list(run.Experiment(resolve(base)).loader("train", training=True).batches(0)))
@@ -129,7 +129,8 @@ def test_a_budgeted_run_trains_as_the_n_epochs_it_fixed_and_resumes_with_them(
     experiment.set_n_epochs = fit_then_stop
     with pytest.raises(run.RunStopped, match="epoch 2, batch 3"):
         experiment.run()
-    monkeypatch.setattr(time_budget, "CLOCK", lambda: next(ticks) * STEP / 2)
+    monkeypatch.setattr(time_budget, "CLOCK",
+                        lambda: next(ticks) * STEP * time_budget.TIMED_STEPS / 2)
     resumed = launcher.run_experiment(**stopped, resume=True)
     assert resumed["epochs"] == {"train": 2, "anneal": 1}
     assert resumed["time_budget_estimate"] == estimate
