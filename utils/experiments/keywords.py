@@ -82,7 +82,8 @@ KEYWORDS = [
             "(None: run all n_epochs)", optional_positive_int),
     Keyword("time_budget", None, "seconds of training the run may take (val=False): n_epochs "
             "is fixed from this run's own step, timed on this machine before training (see "
-            "utils/experiments/time_budget.py); None: n_epochs as given", optional_positive_number),
+            "utils/experiments/time_budget.py); None: n_epochs as given",
+            optional_positive_number),
     Keyword("anneal_epochs", 10, "epochs of learning-rate annealing after training",
             non_negative_int),
     Keyword("anneal_factor", 0.1, "learning rate multiplier while annealing", fraction),
