@@ -99,7 +99,9 @@ def test_a_budgeted_run_trains_as_the_n_epochs_it_fixed_and_resumes_with_them(
     monkeypatch.setattr(time_budget, "CLOCK", lambda: next(ticks) * STEP * time_budget.TIMED_STEPS)
     base = quick_config(tmp_path / "budgeted", sample, val=False, anneal_epochs=1,
                         test_each_epoch=False)
-    batches = len(list(run.Experiment(resolve(base)).loader("train", training=True).batches(0)))
+    counting = run.Experiment(resolve(base))
+    batches = counting.loader("train", training=True).n_batches
+    counting.close_loaders()
     config = {**{k: v for k, v in base.items() if k != "n_epochs"},
               "time_budget": budget_for(2, base, batches)}
     results = launcher.run_experiment(**config)

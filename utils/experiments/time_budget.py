@@ -15,10 +15,10 @@ share is in the timed steps) and the step's second compilation; a machine whose 
 after the timing, or a per-epoch test (``test_each_epoch``), is not covered. Nothing of the
 training depends on the timing but ``n_epochs``: the run then trains exactly as one given
 that ``n_epochs``, bit for bit, and a resumed run takes the ``n_epochs`` its checkpoint holds
-(it is not timed again). The estimate
-(step seconds, epoch seconds, epochs) goes in results.json beside the run's real
-``train_seconds``. It costs one more compilation (the schedule, whose length is in the
-compiled step, is only known after the timing) and the timed steps.
+(it is not timed again). The estimate (step seconds, epoch seconds, epochs) goes in
+results.json beside the run's real ``train_seconds``. It costs one more compilation (the
+schedule, whose length is in the compiled step, is only known after the timing) and the timed
+steps.
 """
 from __future__ import annotations
 
