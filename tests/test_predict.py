@@ -100,18 +100,29 @@ def numpy_test_views(model, faces):
 
 
 def test_no_detect_takes_each_image_as_one_face(sample, model, tmp_path, capsys):
-    faces = sample.images[list(COLLAGE_FACES[:3])]
-    for index, face in enumerate(faces):
-        write_png(tmp_path / "crops" / f"crop{index}.png", face)
+    # 70 crops: read 32 a job (pipeline.CROPS_PER_JOB), a broken file among them, and a
+    # subfolder; classified in runs of 16 (the small batch) and reported a run at a time.
+    faces = sample.images[:70]
+    names = [f"crop{index:02d}.png" if index < 40 else f"sub/crop{index:02d}.png"
+             for index in range(70)]
+    for name, face in zip(names, faces):
+        write_png(tmp_path / "crops" / name, face)
+    (tmp_path / "crops" / "crop33b.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    code, _, _ = run(capsys, tmp_path / "crops", "--out", out, "--no-detect", "--no-augment")
+    code, printed, _ = run(capsys, tmp_path / "crops", "--out", out, "--no-detect",
+                           "--no-augment")
     assert code == 0
+    assert "70 images analysed, 1 file(s) skipped, 70 faces found" in printed
     rows = read_rows(out / "faces.csv")
-    assert [(row["source"], row["x"], row["w"]) for row in rows] == [
-        (f"crop{i}.png", "0", "48") for i in range(3)]
+    assert [(row["source"], row["face"], row["x"], row["y"], row["w"], row["h"])
+            for row in rows] == [(name, "1", "0", "0", "48", "48") for name in names]
     # A 48x48 crop is the network's input unchanged: the same probabilities to 6 decimals.
-    np.testing.assert_allclose(probabilities_of(rows), model.probabilities(faces, augment=False),
-                               atol=1e-6)
+    expected = model.probabilities(faces, augment=False)
+    np.testing.assert_allclose(probabilities_of(rows), expected, atol=1e-6)
+    assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
+    skipped = [row for row in read_rows(out / "inputs.csv") if row["status"] != "faces"]
+    assert skipped == [{"source": "crop33b.png", "status": "skipped", "faces": "0",
+                        "detail": "not an image OpenCV can read"}]
 
 
 # ---- folders and videos ----------------------------------------------------------------------

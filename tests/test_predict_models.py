@@ -136,7 +136,11 @@ def test_faces_classified_in_runs_match_one_batch_in_order(sample, model):
         if index == 1:
             items.append(Problem("broken.png", "not an image OpenCV can read"))
     expected = model.probabilities(faces, augment=True)
-    result = list(classified(iter(items), model, True, faces_per_run=3, items_per_run=2))
+    runs = list(classified(iter(items), model, True, faces_per_run=3, items_per_run=2))
+    # runs close at 3 faces or 2 items, whichever comes first
+    assert [[item.source for item in run] for run in runs] == [
+        ["image0", "image1"], ["broken.png", "image2"], ["image3"], ["image4"]]
+    result = [item for run in runs for item in run]
     assert [getattr(item, "source") for item in result] == [
         "image0", "image1", "broken.png", "image2", "image3", "image4"]
     analysed = [item for item in result if isinstance(item, Item)]
@@ -165,7 +169,8 @@ def test_each_run_starts_before_the_one_before_it_is_awaited_the_last_one_too():
 
     items = [Item(f"image{index}", None, None, np.zeros((4, 4), np.uint8), np.zeros((1, 5)),
                   np.full(1, np.nan), np.zeros((1, 48, 48), np.uint8)) for index in range(7)]
-    result = list(classified(iter(items), Recording(), False, faces_per_run=3))
+    result = [item for run in classified(iter(items), Recording(), False, faces_per_run=3)
+              for item in run]
     assert [item.source for item in result] == [item.source for item in items]
     assert events == [("start", 0, 3), ("start", 1, 3), ("await", 0), ("start", 2, 1),
                       ("await", 1), ("await", 2)]

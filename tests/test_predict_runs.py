@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from predict_support import (COLLAGE_FACES, read_rows, run, sample_fixture, write_png,
                              write_video)
+from utils.predict import pipeline
 from utils.predict import report as report_module
 from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
 from utils.predict.faces import DetectorSettings, cut_faces, make_detector
@@ -83,13 +85,15 @@ def test_ctrl_c_writes_what_was_analysed_and_exits_130(crops, tmp_path, capsys, 
     added = []
     original_add = report_module.Report.add
 
-    def add_then_ctrl_c(self, item):
-        if len(added) == 3:
-            raise KeyboardInterrupt  # as if Ctrl-C came while the 4th image was reported
-        added.append(item)
-        original_add(self, item)
+    def add_then_ctrl_c(self, items):
+        if len(added) == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C came while the second run was reported
+        added.append(items)
+        original_add(self, items)
 
     monkeypatch.setattr(report_module.Report, "add", add_then_ctrl_c)
+    # runs of 3 of the 6 images
+    monkeypatch.setattr(pipeline, "classified", partial(pipeline.classified, items_per_run=3))
     out = tmp_path / "out"
     code, printed, error = run(capsys, crops, "--no-detect", "--out", out)
     assert code == 130

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from utils.predict.drawing import annotate, encode_png, face_chart, frequency_chart
+from utils.predict.faces import region_boxes
 from utils.predict.inputs import Item, Problem
 from utils.predict.output import OutputFolder
 
@@ -60,40 +61,63 @@ class Report:
     used_names: set = field(default_factory=set)
     video: cv2.VideoWriter | None = None
 
-    def add(self, item: Item | Problem) -> None:
-        if isinstance(item, Problem):
-            self.problems.append(item)
+    def add(self, items: list[Item | Problem]) -> None:
+        """A run of consecutive items, each Item classified. The faces' rows are made from the
+        run's arrays at once: a folder of crops is a row an image, and a box computed an item
+        at a time cost more than the network's share of the face."""
+        with_faces = []  # (item, its drawn outputs' names)
+        for item in items:
+            if isinstance(item, Problem):
+                self.problems.append(item)
+                continue
+            self.n_items += 1
+            names = self._names(item)
+            if len(item.regions):
+                with_faces.append((item, names))
+            else:
+                self.no_face.append((item.source, item.frame))
+        if not with_faces:
             return
-        self.n_items += 1
-        if len(item.regions) == 0:
-            self.no_face.append((item.source, item.frame))
+        regions = np.concatenate([item.regions for item, _ in with_faces])
+        # Python numbers, not NumPy scalars: a face's row formats in a third of the time (the
+        # same text: a float64 formats as a float).
+        faces = zip(region_boxes(regions).tolist(), regions[:, 4].tolist(),
+                    np.concatenate([item.scores for item, _ in with_faces]).tolist(),
+                    np.concatenate([item.probabilities for item, _ in with_faces]).tolist())
+        for item, names in with_faces:
+            frame = "" if item.frame is None else item.frame
+            time = "" if item.time is None else f"{item.time:.3f}"
+            for index in range(1, len(item.regions) + 1):
+                box, angle, score, probabilities = next(faces)
+                label = probabilities.index(max(probabilities))  # the first maximum: np.argmax
+                self.rows.append([item.source, frame, time, index, *box, f"{angle:.1f}",
+                                  "" if math.isnan(score) else f"{score:.3f}",
+                                  *[f"{p:.6f}" for p in probabilities],
+                                  self.class_names[label], f"{probabilities[label]:.6f}"])
+                if self.face_charts:
+                    stem, where = names
+                    title = (f"{where}, face {index}: {self.class_names[label]} "
+                             f"({100 * probabilities[label]:.1f} %)")
+                    self.folder.submit(f"charts/{stem}_face{index}.png", partial(
+                        _chart_png, item.faces[index - 1], probabilities, self.class_names,
+                        title))
+
+    def _names(self, item: Item) -> tuple[str, str] | None:
+        """(file stem, where) of an item's drawn outputs, None when nothing is drawn; submits
+        its annotated image or video frame."""
         if self.kind == "video":
             # Encoded in order by a thread of its own, beside the main one.
             self.folder.in_order(self._write_frame, item)
-            stem, where = f"frame{item.frame:06d}", f"frame {item.frame}"
-        elif self.kind == "camera":
-            stem, where = f"frame{item.frame:06d}", f"frame {item.frame}"
-        else:
-            stem, where = self._unique_stem(Path(item.source).stem), item.source
-            if self.annotated:
-                self.folder.submit(f"annotated/{stem}.png", partial(
-                    _annotated_png, item, self.class_names))
-        # Python numbers, not NumPy scalars: a face's row formats in a third of the time (the
-        # same text: a float64 formats as a float), and a folder of crops is a row an image.
-        for index, (box, angle, score, face, probabilities) in enumerate(zip(
-                item.boxes.tolist(), item.regions[:, 4].tolist(), item.scores.tolist(),
-                item.faces, item.probabilities.tolist()), start=1):
-            label = probabilities.index(max(probabilities))  # the first maximum, as np.argmax
-            self.rows.append([item.source, "" if item.frame is None else item.frame,
-                              "" if item.time is None else f"{item.time:.3f}", index,
-                              *box, f"{angle:.1f}", "" if math.isnan(score) else f"{score:.3f}",
-                              *[f"{p:.6f}" for p in probabilities],
-                              self.class_names[label], f"{probabilities[label]:.6f}"])
-            if self.face_charts:
-                title = (f"{where}, face {index}: {self.class_names[label]} "
-                         f"({100 * probabilities[label]:.1f} %)")
-                self.folder.submit(f"charts/{stem}_face{index}.png", partial(
-                    _chart_png, face, probabilities, self.class_names, title))
+            return f"frame{item.frame:06d}", f"frame {item.frame}"
+        if self.kind == "camera":
+            return f"frame{item.frame:06d}", f"frame {item.frame}"
+        if not (self.annotated or self.face_charts):
+            return None
+        stem = self._unique_stem(Path(item.source).stem)
+        if self.annotated:
+            self.folder.submit(f"annotated/{stem}.png", partial(
+                _annotated_png, item, self.class_names))
+        return stem, item.source
 
     def _unique_stem(self, stem: str) -> str:
         # Two inputs with one stem (a.jpg, a.png, sub/a.jpg) must not overwrite each other.
