@@ -2,6 +2,7 @@
 the faces of many items classified in runs."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -9,8 +10,10 @@ from loaders.sample import SAMPLE_CSV
 from loaders.sources import CLASS_NAMES, read_csv
 from predict_support import (model_fixture, probabilities_of, read_rows, resaved_model, run,
                              sample_fixture, variant_model, write_png)
+from utils.evaluation import inference
 from utils.evaluation.batching import batch_bounds, images_per_batch
 from utils.models.model_io import ModelFileError
+from utils.nn.network import Network
 from utils.predict import DEFAULT_MODEL, EmotionModel, Ensemble, load_models
 from utils.predict.inputs import Item, Problem
 from utils.predict.pipeline import classified
@@ -174,3 +177,26 @@ def test_each_run_starts_before_the_one_before_it_is_awaited_the_last_one_too():
     assert [item.source for item in result] == [item.source for item in items]
     assert events == [("start", 0, 3), ("start", 1, 3), ("await", 0), ("start", 2, 1),
                       ("await", 1), ("await", 2)]
+
+
+def test_the_load_check_traces_the_network_once_for_the_large_plain_batch(tmp_path,
+                                                                          monkeypatch):
+    """Loading checks the outputs by tracing the network as a large batch of plain views is
+    called, so that call does not trace it again (a smaller batch does: a shape of its own)."""
+    monkeypatch.setattr(inference, "_COMPILED", {})  # no trace kept from another test's model
+    traced = []
+    original = Network.apply
+
+    def counting(self, *args, **kwargs):
+        traced.append(len(args[2]))  # the batch traced
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Network, "apply", counting)
+    model = EmotionModel(variant_model(tmp_path, "raw", 48))
+    assert traced == [256]
+    large = jax.ShapeDtypeStruct((256, 48, 48), np.uint8)
+    model._on_plain.lower(model.params, model.bn_state, large)  # what a call traces first
+    assert traced == [256]
+    model._on_plain.lower(model.params, model.bn_state, jax.ShapeDtypeStruct((16, 48, 48),
+                                                                             np.uint8))
+    assert traced == [256, 16]

@@ -80,12 +80,11 @@ class InferenceModel:
         self.header = loaded.header
         self.class_names, self.variant, self.online = _read_header(self.path, self.header)
         _check_arrays(self.path, loaded)
-        _check_outputs(self.path, loaded.network, self.variant.image_size, self.online,
-                       len(self.class_names))
         # On the device once: numpy arrays would be copied to it at every batch's call.
         self.params, self.bn_state = jax.device_put((self.params, self.bn_state))
         self._on_plain = _compiled(self.network, self.online, "plain")
         self._on_views = _compiled(self.network, self.online, "views")
+        self._check_outputs()
 
     @property
     def image_size(self) -> int:
@@ -127,6 +126,18 @@ class InferenceModel:
     def network_outputs(self, x) -> jax.Array:
         """The pre-softmax outputs of the plain view of float images [B, S, S, 1] in [0, 1]."""
         return _compiled(self.network, self.online, "floats")(self.params, self.bn_state, x)
+
+    def _check_outputs(self) -> None:
+        """As many outputs as class names. Traced as the call on a large batch of plain views
+        (JAX keeps the trace; the check's own trace took 0.1-0.2 s on 2 cores): a run of plain
+        faces then starts without tracing the network again."""
+        batch = jax.ShapeDtypeStruct((images_per_batch(1), self.image_size, self.image_size),
+                                     np.uint8)
+        outputs = jax.eval_shape(self._on_plain, self.params, self.bn_state, batch)
+        if outputs.shape != (batch.shape[0], len(self.class_names)):
+            raise ModelFileError(f"{self.path}: its network has {outputs.shape[-1]} outputs but "
+                                 f"its header names {len(self.class_names)} classes; the file is "
+                                 f"damaged: retrain or restore it")
 
     def _start(self, which: str, images: np.ndarray, per_image: int) -> Pending:
         if images.shape[1:] != (self.image_size, self.image_size):
@@ -173,19 +184,6 @@ def _check_arrays(path: Path, loaded) -> None:
                     f"{path}: {tree_name}{jax.tree_util.keystr(key_path)} holds NaN or "
                     f"infinite values (a damaged file or a diverged training); retrain the "
                     f"model or restore its file")
-
-
-def _check_outputs(path: Path, network, image_size: int, online: OnlineViews,
-                   n_classes: int) -> None:
-    shape = jax.ShapeDtypeStruct((1, image_size, image_size, 1), np.float32)
-    params, bn_state = jax.eval_shape(network.init, jax.random.key(0))
-    outputs = jax.eval_shape(lambda p, s, x: network.apply(p, s, online.plain(x),
-                                                           train=False)[0],
-                             params, bn_state, shape)
-    if outputs.shape != (1, n_classes):
-        raise ModelFileError(f"{path}: its network has {outputs.shape[-1]} outputs but its "
-                             f"header names {n_classes} classes; the file is damaged: retrain "
-                             f"or restore it")
 
 
 def ensemble_probabilities(probabilities: list[np.ndarray]) -> np.ndarray:
