@@ -19,7 +19,7 @@ from utils.predict import pipeline
 from utils.predict import report as report_module
 from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
 from utils.predict.faces import DetectorSettings, cut_faces, make_detector
-from utils.predict.inputs import FaceFinder, folder_files
+from utils.predict.inputs import FaceFinder, folder_files, folder_names
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -229,3 +229,5 @@ def test_a_folder_lists_its_visible_files_as_rglob_would(tmp_path):
     assert listed == reference
     assert [p.relative_to(root).as_posix() for p in listed] == [
         "a/b.png", "a-c.png", "b.png", "file_link.png", "z/y/w.jpg"]
+    # the names the app reports, relative to the folder, in the same order
+    assert folder_names(root) == [str(p.relative_to(root)) for p in listed]

@@ -41,7 +41,7 @@ class Problem:
     reason: str
 
 
-def read_image(path: Path, grayscale: bool = False) -> np.ndarray | None:
+def read_image(path: Path | str, grayscale: bool = False) -> np.ndarray | None:
     """BGR uint8 (or grayscale), or None if OpenCV cannot decode the file (imdecode: any file
     name works)."""
     # read() then a view: 21 us a 2 KB crop, against 50 for np.fromfile (2-core AMD EPYC)
@@ -62,22 +62,30 @@ def input_kind(path: Path) -> str:
 def folder_files(folder: Path) -> list[Path]:
     """Every non-hidden file under the folder, in sorted order (links to folders are not
     followed, as with Path.rglob)."""
-    files = sorted(map(Path, _visible_files(str(folder))))
-    if not files:
+    return [folder / name for name in folder_names(folder)]
+
+
+def folder_names(folder: Path) -> list[str]:
+    """The names, relative to the folder, of ``folder_files``, in its order. Strings sorted by
+    their parts sort as their paths would: 14,000 files listed in 0.03 s instead of 0.3 s (on 2
+    cores) with a Path made and compared for each."""
+    names = sorted(_visible_files(str(folder), ""),
+                   key=lambda name: os.path.normcase(name).split(os.sep))
+    if not names:
         raise PredictError(f"{folder}: the folder holds no files")
-    return files
+    return names
 
 
-def _visible_files(folder: str) -> Iterator[str]:
+def _visible_files(folder: str, prefix: str) -> Iterator[str]:
     # os.scandir: the entries' types come with the listing, one stat fewer a file than rglob.
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                yield from _visible_files(entry.path)
+                yield from _visible_files(entry.path, prefix + entry.name + os.sep)
             elif entry.is_file():
-                yield entry.path
+                yield prefix + entry.name
 
 
 class FaceFinder:
@@ -107,7 +115,7 @@ class FaceFinder:
         return Item(source, frame, time, image, regions, found.scores,
                     cut_faces(gray, regions, IMAGE_SIZE))
 
-    def image_file(self, path: Path, name: str) -> Item | Problem:
+    def image_file(self, path: Path | str, name: str) -> Item | Problem:
         try:
             image = read_image(path, self.grayscale)
         except OSError as err:

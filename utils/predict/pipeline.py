@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from utils.predict.errors import (Interrupted, PredictError, ctrl_c_requested,
                                   ctrl_c_stops_gracefully)
-from utils.predict.inputs import (FaceFinder, Item, Problem, VideoReader, folder_files,
+from utils.predict.inputs import (FaceFinder, Item, Problem, VideoReader, folder_names,
                                   input_kind)
 from utils.predict.output import OutputFolder, check_output_folder
 from utils.predict.report import UNITS, Report
@@ -157,7 +157,7 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
         raise PredictError(f"--every must be at least 1, got {every}")
     input_path = Path(input_path)
     kind = input_kind(input_path)
-    files = folder_files(input_path) if kind == "folder" else [input_path]
+    names = folder_names(input_path) if kind == "folder" else None
     out = Path(out) if out is not None else Path("predictions") / (
         input_path.name if kind == "folder" else input_path.stem)
     check_output_folder(out, overwrite)
@@ -185,10 +185,11 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
             # (the future, its queue, its result) cost as much as decoding a 48x48 file.
             per_job = CROPS_PER_JOB if crops_only else 1
             read_ahead = 4 * workers + (ITEMS_PER_RUN // per_job if crops_only else 0)
-            jobs = (files[start:start + per_job] for start in range(0, len(files), per_job))
-            read = ordered_map(pool, lambda paths: [finder.image_file(
-                path, str(path.relative_to(input_path))) for path in paths], jobs, read_ahead)
-            items, total = (item for job in read for item in job), len(files)
+            folder = str(input_path)
+            jobs = (names[start:start + per_job] for start in range(0, len(names), per_job))
+            read = ordered_map(pool, lambda job: [finder.image_file(
+                os.path.join(folder, name), name) for name in job], jobs, read_ahead)
+            items, total = (item for job in read for item in job), len(names)
         report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
                         model.class_names, charts, annotated)
         return run(report, items, model, augment, total=total, notes=lambda: [])
