@@ -191,6 +191,21 @@ BUGS = [
         ("tests/test_time_budget.py",)),
     Bug("inference-rest-padded-to-a-large-batch-at-any-size", "utils/evaluation/batching.py",
         "if (n - full) * 2 > large:", "if n > full:", ("tests/test_predict_models.py",)),
+    Bug("report-run-probabilities-in-reverse", "utils/predict/report.py",
+        "np.concatenate([item.probabilities for item, _ in with_faces])",
+        "np.concatenate([item.probabilities for item, _ in with_faces[::-1]])",
+        ("tests/test_predict.py",)),
+    Bug("folder-names-sorted-as-strings", "utils/predict/inputs.py",
+        "key=lambda name: os.path.normcase(name).split(os.sep))", "key=os.path.normcase)",
+        ("tests/test_predict_runs.py",)),
+    Bug("crops-last-read-job-dropped", "utils/predict/pipeline.py",
+        "for start in range(0, len(names), per_job))",
+        "for start in range(0, len(names) - per_job + 1, per_job))", ("tests/test_predict.py",)),
+    Bug("load-check-traced-apart-from-the-call", "utils/evaluation/inference.py",
+        "outputs = jax.eval_shape(self._on_plain, self.params, self.bn_state, batch)",
+        "outputs = jax.eval_shape(lambda p, s, x: self.network.apply(p, s, self.online.plain("
+        "scale_pixels(x)), train=False)[0], self.params, self.bn_state, batch)",
+        ("tests/test_predict_models.py",)),
 ]
 
 
