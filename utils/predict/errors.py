@@ -1,7 +1,7 @@
 """What stops a run: an input, output or setting that cannot be used, and Ctrl-C.
 
 Within ``ctrl_c_stops_gracefully()`` (the command and every run enter it) the first Ctrl-C
-only sets a flag that the run checks between images: it stops there and writes what it
+only sets a flag that the run checks between runs of images: it stops there and writes what it
 analysed. Python's default, a KeyboardInterrupt raised wherever the main thread happens to be,
 can land in a library's callback (JAX's garbage-collection hook) and be lost with a traceback
 printed, and the run goes on. A second Ctrl-C raises KeyboardInterrupt as usual.
