@@ -121,7 +121,8 @@ def test_bad_options_are_refused(argv, capsys):
 def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():
     from utils.benchmark import breakdown
 
-    result = breakdown.measure("tiny_net:tiny", 8, "float32", rounds=1)
+    result = breakdown.measure("tiny_net:tiny", 8, "float32", rounds=1, im_dim=(24, 24))
+    assert result["im_dim"] == (24, 24)
     pieces = [(layer.split()[0], kind) for layer, kind, _ in result["rows"]]
     # tiny: conv 4 (pooled), two more poolings, flatten, hidden 8... (the launcher's default
     # hidden size), softmax: the first conv has no input gradient to compute.
@@ -136,8 +137,9 @@ def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():
     convs = sum(ms for _, kind, ms in result["rows"] if kind.startswith("conv ")
                 and "layer" not in kind)
     assert classes["convolutions"] == pytest.approx(convs)
-    assert "| op class | ms | % of the step |" in breakdown.format_breakdown(
-        "tiny", 8, "float32", result)
+    printed = breakdown.format_breakdown("tiny", 8, "float32", result)
+    assert printed.startswith("tiny @ 8 float32, 24x24 inputs: one training step")
+    assert "| op class | ms | % of the step |" in printed
 
 
 def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):
@@ -149,6 +151,11 @@ def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):
     assert capsys.readouterr().err.splitlines()[-1].startswith(
         "python -m utils.benchmark.breakdown: error: unknown network 'Q'; valid: A, B, C, D, "
         "S, V, F, mlp")
+    with pytest.raises(SystemExit):
+        breakdown.main(["V", "--im-dim", "4", "4"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m utils.benchmark.breakdown: error: network V pools 2x2 4 times, so it needs "
+        "inputs of at least 16x16; got 4x4")
 
 
 def test_distill_times_the_step_without_a_teacher_and_with_each_view_choice(tmp_path, capsys):

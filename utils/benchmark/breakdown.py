@@ -1,6 +1,7 @@
 """Where a network's training step goes, per layer and per op class, measured.
 
     python -m utils.benchmark.breakdown V --batch-size 128 --rounds 3 [--dtype bfloat16]
+    python -m utils.benchmark.breakdown V --im-dim 40 40     # on the modern recipe's windows
 
 Each layer of the network is timed on its own, as compiled pieces on the input it sees in a
 real step: a conv layer's convolution (forward, input gradient, weight gradient) and the
@@ -66,7 +67,10 @@ def _layer_kind(params) -> str | None:
     return None  # pooling, flatten: no parameters, timed within the whole step only
 
 
-def measure(network_name: str, batch_size: int, dtype: str, rounds: int) -> dict:
+def measure(network_name: str, batch_size: int, dtype: str, rounds: int,
+            im_dim: tuple[int, int] | None = None) -> dict:
+    """Best milliseconds of each piece; ``im_dim``: the input's size (the network's own by
+    default, 48x48 for the built-in ones)."""
     import jax
 
     from utils.benchmark.workers import batch_arrays
@@ -75,7 +79,7 @@ def measure(network_name: str, batch_size: int, dtype: str, rounds: int) -> dict
     from utils.nn.precision import compute_dtype
     from utils.training.steps import Steps
 
-    network = get_network(network_name)
+    network = get_network(network_name, **({"im_dim": list(im_dim)} if im_dim else {}))
     pieces = layer_pieces(network, batch_size, compute_dtype(dtype))
     steps = Steps(network, make_optimizer("sgd", 0.1), make_schedule("constant", 0.1),
                   dtype=dtype)
@@ -92,7 +96,8 @@ def measure(network_name: str, batch_size: int, dtype: str, rounds: int) -> dict
             jax.block_until_ready(function(*args))
             best[number] = min(best[number], time.perf_counter() - started)
     return {"rows": [(layer, kind, 1e3 * seconds)
-                     for (layer, kind, _, _), seconds in zip(pieces, best)]}
+                     for (layer, kind, _, _), seconds in zip(pieces, best)],
+            "im_dim": tuple(network.input_shape[:2])}
 
 
 def op_classes(rows) -> dict[str, float]:
@@ -115,7 +120,9 @@ def op_classes(rows) -> dict[str, float]:
 
 
 def format_breakdown(name: str, batch_size: int, dtype: str, result: dict) -> str:
-    lines = [f"{name} @ {batch_size} {dtype}: one training step, by layer (ms, best round)",
+    height, width = result["im_dim"]
+    lines = [f"{name} @ {batch_size} {dtype}, {height}x{width} inputs: one training step, by "
+             f"layer (ms, best round)",
              "| layer | piece | ms |", "|---|---|---|"]
     lines += [f"| {layer} | {kind} | {ms:.1f} |" for layer, kind, ms in result["rows"]]
     classes = op_classes(result["rows"])
@@ -132,6 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--im-dim", type=int, nargs=2, metavar=("H", "W"),
+                        help="the input's size (default: the network's own, 48 48)")
     args = parser.parse_args(argv)
     from utils.support import host_tuning
 
@@ -139,10 +148,10 @@ def main(argv=None) -> int:
     from utils.models.networks import get_network
 
     try:
-        get_network(args.network)
-    except ValueError as error:  # an unknown name: one sentence with the valid ones
+        get_network(args.network, **({"im_dim": args.im_dim} if args.im_dim else {}))
+    except ValueError as error:  # an unknown name or a size too small: one sentence
         parser.error(str(error))
-    result = measure(args.network, args.batch_size, args.dtype, args.rounds)
+    result = measure(args.network, args.batch_size, args.dtype, args.rounds, args.im_dim)
     print(format_breakdown(args.network, args.batch_size, args.dtype, result))
     return 0
 
