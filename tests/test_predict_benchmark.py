@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from utils.predict import benchmark
 
 
@@ -50,3 +52,32 @@ def test_the_command_gets_the_cache_folder_through_the_environment(tmp_path, mon
     assert seen["env"]["FER_JAX_CACHE"] == str(tmp_path / "cache")
     assert seen["command"][-3:] == ["utils.predict", "crops", "--no-detect"]
     assert summary == "analysed in 2.0 s: 5 faces/s" and seconds >= 0
+
+
+def test_again_repeats_the_cached_runs_and_prints_their_median(tmp_path, monkeypatch):
+    times = iter([9.0, 4.0, 6.0, 5.0, 8.0, 3.0, 2.0, 7.0])  # crops: first, 3 again; video too
+
+    def timed(*arguments, compiled):
+        return next(times), "analysed"
+
+    monkeypatch.setattr(benchmark, "timed_command", timed)
+    monkeypatch.setattr(benchmark, "load_average", lambda: "load")
+    inputs = {kind: benchmark.Input(tmp_path / kind, f"the {kind}", ())
+              for kind in ("crops", "video")}
+    lines = benchmark.timed_lines("fast", "plain", tmp_path, inputs, again=3)
+    assert lines == [
+        "  the crops, first run (compiles): 9.0 s with start-up (analysed); load",
+        *[f"  the crops, again (compiled code cached), run {i} of 3: {t:.1f} s with start-up "
+          f"(analysed); load" for i, t in enumerate([4.0, 6.0, 5.0], start=1)],
+        "  the crops, again: median 5.0 s, best 4.0 s of 3 runs",
+        "  the video, first run (compiles): 8.0 s with start-up (analysed); load",
+        *[f"  the video, again (compiled code cached), run {i} of 3: {t:.1f} s with start-up "
+          f"(analysed); load" for i, t in enumerate([3.0, 2.0, 7.0], start=1)],
+        "  the video, again: median 3.0 s, best 2.0 s of 3 runs"]
+
+
+def test_again_below_one_is_refused_in_one_sentence(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--again", "0"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m utils.predict.benchmark: error: --again must be at least 1, got 0")

@@ -4,6 +4,7 @@ timed as a user runs them (the command in a fresh process, start-up included), f
     python -m utils.predict.benchmark                          # default and fast, 2,000 crops, 30 s video
     python -m utils.predict.benchmark --crops 14000 --video-seconds 30
     python -m utils.predict.benchmark --models fast --test ../shared/data/fer2013/fer2013.csv.gz
+    python -m utils.predict.benchmark --models fast --crops 14000 --again 5   # median of 5
 
 Inputs are generated under a temporary folder from the built-in sample's real faces: 48x48
 crops as PNG files (classified with --no-detect), and an mp4 video at 25 fps whose frames show
@@ -144,7 +145,7 @@ class Input(NamedTuple):
 
 
 def model_lines(name: str, folder: Path, inputs: dict[str, Input],
-                faces: np.ndarray) -> list[str]:
+                faces: np.ndarray, again: int = 1) -> list[str]:
     """The figures of one model (a shipped name or a path) on the generated inputs."""
     views = views_for([Path(name)], None)
     model = EmotionModel(model_path(Path(name)))
@@ -155,26 +156,37 @@ def model_lines(name: str, folder: Path, inputs: dict[str, Input],
              f"  network alone, batches of {model.batch_faces(augment)} faces: "
              f"{views_per_second:,.0f} "
              f"views/s, {faces_per_second:,.0f} faces/s"]
-    return lines + timed_lines(name, views, folder, inputs)
+    return lines + timed_lines(name, views, folder, inputs, again)
 
 
-def timed_lines(name: str, views: str, folder: Path, inputs: dict[str, Input]) -> list[str]:
-    """The app's command on each input, timed (the crops and the video twice), and the test
-    faces' accuracy through it."""
+def timed_lines(name: str, views: str, folder: Path, inputs: dict[str, Input],
+                again: int = 1) -> list[str]:
+    """The app's command on each input, timed (the crops and the video as a first run, then
+    ``again`` more times with the compiled code cached: on a machine whose speed drifts, the
+    median of several runs says more than one), and the test faces' accuracy through it."""
     lines, out = [], folder / f"out_{Path(name).name}"
     for kind, given in inputs.items():
         # A cache of this model and input's own, empty at first: the first run compiles the
-        # batch shapes as a first run on a new machine does; the second loads them, as every
-        # later run does.
+        # batch shapes as a first run on a new machine does; the later ones load them, as
+        # every later run does.
         compiled = folder / f"compiled_{Path(name).name}_{kind}"
-        for index, run in enumerate(FIRST_AND_AGAIN if kind in TIMED_TWICE
-                                    else FIRST_AND_AGAIN[:1]):
+        runs = [FIRST_AND_AGAIN[0]]
+        if kind in TIMED_TWICE:
+            runs += ([FIRST_AND_AGAIN[1]] if again == 1 else
+                     [f"{FIRST_AND_AGAIN[1]}, run {index} of {again}"
+                      for index in range(1, again + 1)])
+        seconds_again = []
+        for index, run in enumerate(runs):
+            run_out = out / (kind if index == 0 else f"{kind}_again{index if index > 1 else ''}")
             seconds, summary = timed_command(str(given.path), *given.options, "--model", name,
-                                             "--views", views, "--out",
-                                             str(out / f"{kind}{'_again' * index}"),
+                                             "--views", views, "--out", str(run_out),
                                              compiled=compiled)
+            seconds_again += [seconds] if index else []
             lines.append(f"  {given.description}, {run}: {seconds:.1f} s with start-up "
                          f"({summary}); {load_average()}")
+        if len(seconds_again) > 1:
+            lines.append(f"  {given.description}, again: median {np.median(seconds_again):.1f} "
+                         f"s, best {min(seconds_again):.1f} s of {len(seconds_again)} runs")
         if kind == "test":
             lines += [f"    {usage}: {right / total:.2%} ({right}/{total})" for usage,
                       (right, total) in test_accuracy(out / kind / "faces.csv").items()]
@@ -201,13 +213,13 @@ def make_inputs(folder: Path, faces: np.ndarray, crops: int, video_seconds: floa
 
 
 def run(models: list[str], crops: int, video_seconds: float, test: Path | None,
-        folder: Path) -> list[str]:
+        folder: Path, again: int = 1) -> list[str]:
     faces = read_csv(SAMPLE_CSV).images
     lines = [f"{os.cpu_count()} CPUs, {load_average()} before"]
     class_names = EmotionModel(model_path(Path(models[0]))).class_names
     inputs = make_inputs(folder, faces, crops, video_seconds, test, class_names)
     for name in models:
-        lines += model_lines(name, folder, inputs, faces)
+        lines += model_lines(name, folder, inputs, faces, again)
     return lines
 
 
@@ -222,12 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=Path, default=None, metavar="DATASET",
                         help="also classify this dataset's test faces as a folder of crops "
                              "and print each model's accuracy through the app")
+    parser.add_argument("--again", type=int, default=1, metavar="N",
+                        help="run the crops and the video N times with the compiled code "
+                             "cached, after the first run, and print their median (default 1)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the generated inputs and outputs (their folder is printed)")
     args = parser.parse_args(argv)
+    if args.again < 1:
+        parser.error(f"--again must be at least 1, got {args.again}")
     folder = Path(tempfile.mkdtemp(prefix="predict-benchmark-"))
     try:
-        for line in run(args.models, args.crops, args.video_seconds, args.test, folder):
+        for line in run(args.models, args.crops, args.video_seconds, args.test, folder,
+                        args.again):
             print(line, flush=True)
     finally:
         if args.keep:
