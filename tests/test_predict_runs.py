@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ from utils.predict import pipeline
 from utils.predict import report as report_module
 from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
 from utils.predict.faces import DetectorSettings, cut_faces, make_detector
-from utils.predict.inputs import FaceFinder, folder_files, folder_names
+from utils.predict.inputs import FaceFinder, folder_names
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,9 +226,8 @@ def test_a_folder_lists_its_visible_files_as_rglob_would(tmp_path):
     (root / "broken.png").symlink_to(tmp_path / "missing.png")
     reference = sorted(p for p in root.rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(root).parts))
-    listed = folder_files(root)
-    assert listed == reference
-    assert [p.relative_to(root).as_posix() for p in listed] == [
+    names = folder_names(root)
+    assert [root / name for name in names] == reference
+    assert names == [str(p.relative_to(root)) for p in reference]
+    assert [Path(name).as_posix() for name in names] == [
         "a/b.png", "a-c.png", "b.png", "file_link.png", "z/y/w.jpg"]
-    # the names the app reports, relative to the folder, in the same order
-    assert folder_names(root) == [str(p.relative_to(root)) for p in listed]

@@ -59,16 +59,11 @@ def input_kind(path: Path) -> str:
     return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """Every non-hidden file under the folder, in sorted order (links to folders are not
-    followed, as with Path.rglob)."""
-    return [folder / name for name in folder_names(folder)]
-
-
 def folder_names(folder: Path) -> list[str]:
-    """The names, relative to the folder, of ``folder_files``, in its order. Strings sorted by
-    their parts sort as their paths would: 14,000 files listed in 0.03 s instead of 0.3 s (on 2
-    cores) with a Path made and compared for each."""
+    """Every non-hidden file under the folder, as its name relative to the folder, in the
+    sorted order of their paths (links to folders are not followed, as with Path.rglob).
+    Strings sorted by their parts sort as their paths would: 14,000 files listed in 0.05 s
+    instead of 0.3 s (on 2 cores) with a Path made and compared for each."""
     names = sorted(_visible_files(str(folder), ""),
                    key=lambda name: os.path.normcase(name).split(os.sep))
     if not names:
