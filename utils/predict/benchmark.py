@@ -132,10 +132,10 @@ def load_average() -> str:
     return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-# The crops and the video run twice: as a first run (compiling) and again (compiled code
-# loaded from the cache); the test faces once, for their accuracy.
-TIMED_TWICE = ("crops", "video")
-FIRST_AND_AGAIN = ("first run (compiles)", "again (compiled code cached)")
+# The crops and the video run as a first run (compiling) and again (compiled code loaded from
+# the cache); the test faces once, for their accuracy.
+TIMED_AGAIN = ("crops", "video")
+FIRST_RUN, AGAIN = "first run (compiles)", "again (compiled code cached)"
 
 
 class Input(NamedTuple):
@@ -170,18 +170,17 @@ def timed_lines(name: str, views: str, folder: Path, inputs: dict[str, Input],
         # batch shapes as a first run on a new machine does; the later ones load them, as
         # every later run does.
         compiled = folder / f"compiled_{Path(name).name}_{kind}"
-        runs = [FIRST_AND_AGAIN[0]]
-        if kind in TIMED_TWICE:
-            runs += ([FIRST_AND_AGAIN[1]] if again == 1 else
-                     [f"{FIRST_AND_AGAIN[1]}, run {index} of {again}"
-                      for index in range(1, again + 1)])
+        n_again = again if kind in TIMED_AGAIN else 0
         seconds_again = []
-        for index, run in enumerate(runs):
-            run_out = out / (kind if index == 0 else f"{kind}_again{index if index > 1 else ''}")
+        for index in range(n_again + 1):
+            run = (FIRST_RUN if index == 0 else AGAIN if n_again == 1
+                   else f"{AGAIN}, run {index} of {n_again}")
             seconds, summary = timed_command(str(given.path), *given.options, "--model", name,
-                                             "--views", views, "--out", str(run_out),
+                                             "--views", views, "--out",
+                                             str(out / (f"{kind}_again{index}" if index else kind)),
                                              compiled=compiled)
-            seconds_again += [seconds] if index else []
+            if index:
+                seconds_again.append(seconds)
             lines.append(f"  {given.description}, {run}: {seconds:.1f} s with start-up "
                          f"({summary}); {load_average()}")
         if len(seconds_again) > 1:
