@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 
 from predict_support import (COLLAGE_FACES, read_rows, run, sample_fixture, write_png,
                              write_video)
-from utils.predict import pipeline
+from utils.predict import cli, pipeline
 from utils.predict import report as report_module
 from utils.predict.errors import ctrl_c_requested, ctrl_c_stops_gracefully
 from utils.predict.faces import DetectorSettings, cut_faces, make_detector
 from utils.predict.inputs import FaceFinder, folder_names
+from utils.predict.loading import LoadingModel
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,6 +82,72 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_runs_output(crops, tmp_p
         f"error: {out}: this folder holds files that are not a prediction run's outputs "
         f"(thesis.tex); nothing was changed; give --out a new or empty folder\n")
     assert (out / "thesis.tex").read_text() == "chapter 1\n"
+
+
+def test_faces_are_found_while_the_model_loads(sample, tmp_path, capsys, monkeypatch):
+    video = tmp_path / "clip.avi"
+    write_video(video, sample.images[list(COLLAGE_FACES[:4])], n_frames=12, blank_every=4)
+    frames_found, all_found, at_load_end = [], threading.Event(), []
+    real_item, real_load = FaceFinder.item, cli.load_model
+
+    def counted_item(self, *args):
+        found = real_item(self, *args)
+        frames_found.append(found.frame)
+        if len(frames_found) == 12:
+            all_found.set()
+        return found
+
+    def load_after_the_frames(args):
+        all_found.wait(timeout=30)  # in vain if nothing is read until the model is loaded
+        at_load_end.append(len(frames_found))
+        return real_load(args)
+
+    monkeypatch.setattr(FaceFinder, "item", counted_item)
+    monkeypatch.setattr(cli, "load_model", load_after_the_frames)
+    code, printed, _ = run(capsys, video, "--out", tmp_path / "out")
+    assert code == 0 and at_load_end == [12]
+    assert "12 frames analysed, 9 faces found" in printed
+    assert [int(row["frame"]) for row in read_rows(tmp_path / "out" / "faces.csv")] == [
+        0, 1, 2, 4, 5, 6, 8, 9, 10]
+
+
+def test_an_unusable_output_folder_is_refused_before_the_model_loads(crops, tmp_path, capsys,
+                                                                      monkeypatch):
+    loads = []
+    monkeypatch.setattr(cli, "load_model", loads.append)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "faces.csv").write_text("an earlier run\n")
+    code, printed, error = run(capsys, crops, "--no-detect", "--out", out)
+    assert code == 2 and printed == "" and loads == []
+    assert error.startswith(f"error: {out}: holds the outputs of an earlier run")
+
+
+def test_a_loading_model_waits_for_its_load_and_raises_its_error_where_used():
+    release = threading.Event()
+
+    class Loaded:
+        class_names = ["a", "b"]
+
+    model = LoadingModel(lambda: release.wait(10) and Loaded())
+    waited = []
+    reader = threading.Thread(target=lambda: waited.append(model.class_names))
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive() and waited == []  # waiting for the load
+    release.set()
+    reader.join(10)
+    assert waited == [["a", "b"]] and isinstance(model.loaded(), Loaded)
+
+    def fails():
+        raise ValueError("model.msgpack: not a fer-jax model file")
+
+    failing = LoadingModel(fails)
+    for _ in range(2):  # each use raises the load's own error
+        with pytest.raises(ValueError, match="^model.msgpack: not a fer-jax model file$"):
+            failing.start
+    with pytest.raises(ValueError):
+        failing.loaded()
 
 
 def test_ctrl_c_writes_what_was_analysed_and_exits_130(crops, tmp_path, capsys, monkeypatch):

@@ -111,7 +111,7 @@ def run_camera(source: int | Path, model, out: Path | None = None, *, finder: Fa
     display = display if display is not None else WindowDisplay()
     reader = VideoReader(source)
     try:
-        report = Report(OutputFolder(out, overwrite), "camera", reader.name, model.class_names,
+        report = Report(OutputFolder(out, overwrite), "camera", reader.name, model,
                         face_charts=False, fps=reader.fps)
         smoother = LabelSmoother(smooth_frames)
 

@@ -144,6 +144,14 @@ def conclude(report: Report, model, augment: bool, interrupted: bool, seconds: f
     return lines
 
 
+def output_path(input_path: Path, out: Path | None) -> Path:
+    """``out``, else predictions/<the input's name> (a file's without its extension)."""
+    if out is not None:
+        return Path(out)
+    return Path("predictions") / (input_path.name if input_kind(input_path) == "folder"
+                                  else input_path.stem)
+
+
 def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFinder,
             augment: bool = True, every: int = 1, face_charts: bool | None = None,
             annotated: bool | None = None, overwrite: bool = False,
@@ -152,14 +160,14 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
     predictions/<input name>/) and return the summary's lines. ``model`` is an EmotionModel
     or an Ensemble. Raises PredictError for an input or output that cannot be used at all
     (a folder's unreadable files are skipped and listed instead), Interrupted after writing
-    the outputs of what was analysed when Ctrl-C stops the run."""
+    the outputs of what was analysed when Ctrl-C stops the run. A LoadingModel is waited for
+    when the first run of faces is ready: its images are read and their faces found meanwhile."""
     if every < 1:
         raise PredictError(f"--every must be at least 1, got {every}")
     input_path = Path(input_path)
     kind = input_kind(input_path)
     names = folder_names(input_path) if kind == "folder" else None
-    out = Path(out) if out is not None else Path("predictions") / (
-        input_path.name if kind == "folder" else input_path.stem)
+    out = output_path(input_path, out)
     check_output_folder(out, overwrite)
     workers = workers or os.cpu_count() or 2
     charts = face_charts if face_charts is not None else kind == "image"
@@ -191,7 +199,7 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
                 os.path.join(folder, name), name) for name in job], jobs, read_ahead)
             items, total = (item for job in read for item in job), len(names)
         report = Report(OutputFolder(out, overwrite, workers), kind, input_path.name,
-                        model.class_names, charts, annotated)
+                        model, charts, annotated)
         return run(report, items, model, augment, total=total, notes=lambda: [])
 
 
@@ -200,7 +208,7 @@ def _video(path: Path, model, out: Path, finder: FaceFinder, pool, workers: int,
     reader = VideoReader(path)
     try:
         report = Report(OutputFolder(out, overwrite, workers), "video", path.name,
-                        model.class_names, face_charts, fps=reader.fps, every=every)
+                        model, face_charts, fps=reader.fps, every=every)
         items = ordered_map(pool, lambda frame: finder.item(path.name, frame[2], *frame[:2]),
                             reader.frames(every), window=4 * workers)
         total = -(-reader.announced // every) if reader.announced else None

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -49,7 +50,9 @@ class Report:
     folder: OutputFolder
     kind: str  # image | folder | video | camera
     input_name: str
-    class_names: list[str]
+    # What classifies the faces: its class_names name the columns. Read when the first faces
+    # are reported, so that a model still loading (LoadingModel) is waited for only then.
+    model: Any
     face_charts: bool
     annotated: bool = True  # an annotated copy of each image (folders, photos)
     fps: float = 0.0
@@ -60,6 +63,10 @@ class Report:
     n_items: int = 0
     used_names: set = field(default_factory=set)
     video: cv2.VideoWriter | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.model.class_names
 
     def add(self, items: list[Item | Problem]) -> None:
         """A run of consecutive items, each Item classified. The faces' rows are made from the
@@ -84,6 +91,7 @@ class Report:
         faces = zip(region_boxes(regions).tolist(), regions[:, 4].tolist(),
                     np.concatenate([item.scores for item, _ in with_faces]).tolist(),
                     np.concatenate([item.probabilities for item, _ in with_faces]).tolist())
+        class_names = self.class_names
         for item, names in with_faces:
             frame = "" if item.frame is None else item.frame
             time = "" if item.time is None else f"{item.time:.3f}"
@@ -93,13 +101,13 @@ class Report:
                 self.rows.append([item.source, frame, time, index, *box, f"{angle:.1f}",
                                   "" if math.isnan(score) else f"{score:.3f}",
                                   *[f"{p:.6f}" for p in probabilities],
-                                  self.class_names[label], f"{probabilities[label]:.6f}"])
+                                  class_names[label], f"{probabilities[label]:.6f}"])
                 if self.face_charts:
                     stem, where = names
-                    title = (f"{where}, face {index}: {self.class_names[label]} "
+                    title = (f"{where}, face {index}: {class_names[label]} "
                              f"({100 * probabilities[label]:.1f} %)")
                     self.folder.submit(f"charts/{stem}_face{index}.png", partial(
-                        _chart_png, item.faces[index - 1], probabilities, self.class_names,
+                        _chart_png, item.faces[index - 1], probabilities, class_names,
                         title))
 
     def _names(self, item: Item) -> tuple[str, str] | None:

@@ -1,0 +1,38 @@
+"""A model loaded in a thread of its own, so that a run reads its first images and finds their
+faces while the model loads (importing JAX and loading the compiled network take seconds: on a
+2-core machine the detector of a video had one core idle meanwhile).
+
+    model = LoadingModel(lambda: load_models([path]))   # returns at once
+    model.class_names                                    # waits for the load, then delegates
+
+Every attribute waits for the load and then is the loaded model's; an error of the load is
+raised, unchanged, by the first attribute asked for after it (in the thread that asks).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+
+class LoadingModel:
+    def __init__(self, load: Callable[[], Any]):
+        self._future: Future = Future()
+        # Not a daemon: an interpreter that exits mid-import of JAX can crash instead of
+        # ending; a run that fails early waits for the load to end.
+        self._thread = threading.Thread(target=self._load, args=(load,),
+                                        name="predict-model-load")
+        self._thread.start()
+
+    def _load(self, load: Callable[[], Any]) -> None:
+        try:
+            self._future.set_result(load())
+        except BaseException as err:  # raised where the model is used
+            self._future.set_exception(err)
+
+    def loaded(self) -> Any:
+        """The model, once loaded (its load's error, raised again, if it failed)."""
+        return self._future.result()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loaded(), name)
