@@ -2,9 +2,12 @@
 of the same command, each input with a fresh compilation cache of its own."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 
+import cv2
 import pytest
 
 from utils.predict import benchmark
@@ -81,3 +84,14 @@ def test_again_below_one_is_refused_in_one_sentence(capsys):
         benchmark.main(["--again", "0"])
     assert capsys.readouterr().err.splitlines()[-1] == (
         "python -m utils.predict.benchmark: error: --again must be at least 1, got 0")
+
+
+def test_the_detector_line_times_each_runtime_and_names_this_machines(tmp_path, monkeypatch):
+    benchmark.write_video(tmp_path / "video.mp4", benchmark.read_csv(benchmark.SAMPLE_CSV).images,
+                          seconds=0.4)
+    monkeypatch.setenv("FER_YUNET_RUNTIME", "opencv")
+    line = benchmark.detector_line(tmp_path / "video.mp4", frames=3)
+    assert re.fullmatch(r"YuNet on a 640x480 frame, one thread: onnxruntime \d+\.\d ms, opencv "
+                        r"\d+\.\d ms; this machine uses opencv \(FER_YUNET_RUNTIME chooses\)",
+                        line), line
+    assert cv2.getNumThreads() > 1 or os.cpu_count() == 1  # OpenCV's threads given back

@@ -1,6 +1,6 @@
 """Face detection and framing: YuNet (the default) on real photos against hand-marked boxes, the
-cascade's miss on a turned head, FER framing of sample faces, alignment of tilted faces, and
-the crop geometry."""
+cascade's miss on a turned head, FER framing of sample faces, alignment of tilted faces, the
+crop geometry, and YuNet through onnxruntime against OpenCV's own."""
 from __future__ import annotations
 
 import cv2
@@ -12,9 +12,11 @@ from predict_support import (CLEAR_MARGIN, COLLAGE_FACES, FIXTURES, MAX_PROBABIL
                              MEAN_PROBABILITY_DIFFERENCE, collage, iou, probabilities_of,
                              read_rows, run, sample_fixture, write_png)
 from utils.predict import DEFAULT_MODEL, EmotionModel
-from utils.predict.faces import (DetectorSettings, FaceDetectorError, HaarDetector,
-                                 YuNetDetector, crop_faces, cut_faces, face_regions,
-                                 region_boxes, region_corners)
+from utils.predict import faces
+from utils.predict.faces import (YUNET_FILE, YUNET_RUNTIMES, DetectorSettings,
+                                 FaceDetectorError, HaarDetector, YuNetDetector, crop_faces,
+                                 cut_faces, face_regions, region_boxes, region_corners)
+from utils.predict.yunet_onnx import OnnxYuNet
 
 # x, y, w, h marked by hand (tests/fixtures/README.md says how).
 HAND_MARKED = {"astronaut.png": (180, 80, 90, 100), "camera.png": (200, 120, 55, 75)}
@@ -157,3 +159,67 @@ def test_bad_detector_options_are_one_sentence_errors(tmp_path, capsys, option, 
     assert code == 2 and printed == "" and error == f"error: {message}\n"
     with pytest.raises(FaceDetectorError, match="unknown detector 'dlib'"):
         DetectorSettings("dlib")
+
+
+# ---- YuNet's two runtimes ---------------------------------------------------------------------
+def test_yunet_through_onnxruntime_finds_opencvs_faces_within_float_rounding(sample):
+    scene, _ = collage(sample.images[list(COLLAGE_FACES)])  # 8 faces: suppression's order
+    rng = np.random.default_rng(3)
+    images = [photo("astronaut.png"), photo("camera.png"), scene,
+              scene[:301, :457],  # sides that are not multiples of 32: the padding
+              cv2.resize(photo("astronaut.png"), (250, 333)),
+              rng.integers(0, 256, (96, 160, 3), np.uint8)]  # noise: no face
+    for image in images:
+        expected = cv2.FaceDetectorYN.create(str(YUNET_FILE), "", image.shape[1::-1], 0.6, 0.3,
+                                             5000).detect(image)[1]
+        expected = np.zeros((0, 15), np.float32) if expected is None else expected
+        found = OnnxYuNet(YUNET_FILE, 0.6, 0.3, 5000).detect(image)
+        assert found.shape == expected.shape and found.dtype == np.float32
+        np.testing.assert_allclose(found[:, :14], expected[:, :14], atol=1e-3)
+        np.testing.assert_allclose(found[:, 14], expected[:, 14], atol=1e-5)
+    assert len(OnnxYuNet(YUNET_FILE, 0.6, 0.3, 5000).detect(scene)) == len(COLLAGE_FACES)
+    by_runtime = [YuNetDetector(DetectorSettings(yunet_runtime=runtime)).detect(scene)
+                  for runtime in YUNET_RUNTIMES]
+    np.testing.assert_allclose(by_runtime[0].boxes, by_runtime[1].boxes, atol=1e-3)
+    np.testing.assert_allclose(by_runtime[0].landmarks, by_runtime[1].landmarks, atol=1e-3)
+
+
+def test_the_yunet_runtime_is_chosen_by_cpu_vendor_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv("FER_YUNET_RUNTIME", raising=False)
+    for vendor, runtime in [("AuthenticAMD", "onnxruntime"), ("GenuineIntel", "opencv"),
+                            ("", "opencv")]:
+        monkeypatch.setattr(faces, "cpu_vendor", lambda vendor=vendor: vendor)
+        assert faces.yunet_runtime() == runtime
+        assert YuNetDetector().runtime == runtime
+    monkeypatch.setenv("FER_YUNET_RUNTIME", "onnxruntime")
+    assert faces.yunet_runtime() == "onnxruntime"  # on the last vendor, unmeasured
+    assert YuNetDetector(DetectorSettings(yunet_runtime="opencv")).runtime == "opencv"
+    monkeypatch.setenv("FER_YUNET_RUNTIME", "tflite")
+    with pytest.raises(FaceDetectorError, match=r"^FER_YUNET_RUNTIME='tflite' is not a YuNet "
+                                                r"runtime \(choose one of onnxruntime, opencv, "
+                                                r"or unset it\)$"):
+        YuNetDetector()
+    with pytest.raises(FaceDetectorError, match="unknown YuNet runtime 'tflite'"):
+        DetectorSettings(yunet_runtime="tflite")
+
+
+def test_a_yunet_file_onnxruntime_cannot_load_is_one_sentence(tmp_path, monkeypatch):
+    broken = tmp_path / "yunet.onnx"
+    broken.write_bytes(b"not an onnx file")
+    monkeypatch.setattr(faces, "YUNET_FILE", broken)
+    with pytest.raises(FaceDetectorError, match=f"^{broken}: onnxruntime cannot load this "
+                                                f"face-detection model"):
+        YuNetDetector(DetectorSettings(yunet_runtime="onnxruntime"))
+
+
+def test_without_onnxruntime_yunet_runs_in_opencv_or_says_how_to_install_it(monkeypatch):
+    monkeypatch.delenv("FER_YUNET_RUNTIME", raising=False)
+    monkeypatch.setattr(faces, "cpu_vendor", lambda: "AuthenticAMD")
+    real_find_spec = faces.importlib.util.find_spec
+    monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name, *rest: (
+        None if name == "onnxruntime" else real_find_spec(name, *rest)))
+    assert faces.yunet_runtime() == "opencv" and YuNetDetector().runtime == "opencv"
+    with pytest.raises(FaceDetectorError, match=r"^YuNet through onnxruntime was asked for, but "
+                                                r"onnxruntime is not installed: pip install "
+                                                r"onnxruntime, or set FER_YUNET_RUNTIME=opencv$"):
+        YuNetDetector(DetectorSettings(yunet_runtime="onnxruntime"))

@@ -37,6 +37,8 @@ import numpy as np
 
 from loaders.sample import SAMPLE_CSV
 from loaders.sources import TEST_USAGES, read_csv, read_source
+from utils.predict.faces import (YUNET_RUNTIMES, DetectorSettings, FaceDetectorError,
+                                 YuNetDetector, yunet_runtime)
 from utils.predict.model import EmotionModel
 from utils.predict.shipped import model_path, views_for
 
@@ -128,6 +130,34 @@ def timed_command(*arguments: str, compiled: Path) -> tuple[float, str]:
     return seconds, throughput[0] if throughput else ""
 
 
+def detector_line(video: Path, frames: int = 50) -> str:
+    """YuNet's time a frame of the video on one thread through each runtime installed, and the
+    one this machine uses (faces.yunet_runtime): the figures that choose it per CPU kind."""
+    capture = cv2.VideoCapture(str(video))
+    images = [image for ok, image in (capture.read() for _ in range(frames)) if ok]
+    capture.release()
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # OpenCV's detector would use every core; onnxruntime's uses one
+    try:
+        times = []
+        for runtime in YUNET_RUNTIMES:
+            try:
+                detector = YuNetDetector(DetectorSettings(yunet_runtime=runtime))
+            except FaceDetectorError as err:  # onnxruntime not installed
+                times.append(f"{runtime} unavailable ({err})")
+                continue
+            detector.detect(images[0])
+            start = time.perf_counter()
+            for image in images:
+                detector.detect(image)
+            times.append(f"{runtime} {(time.perf_counter() - start) / len(images) * 1e3:.1f} ms")
+    finally:
+        cv2.setNumThreads(threads)
+    height, width = images[0].shape[:2]
+    return (f"YuNet on a {width}x{height} frame, one thread: {', '.join(times)}; this machine "
+            f"uses {yunet_runtime()} (FER_YUNET_RUNTIME chooses)")
+
+
 def load_average() -> str:
     return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -217,6 +247,8 @@ def run(models: list[str], crops: int, video_seconds: float, test: Path | None,
     lines = [f"{os.cpu_count()} CPUs, {load_average()} before"]
     class_names = EmotionModel(model_path(Path(models[0]))).class_names
     inputs = make_inputs(folder, faces, crops, video_seconds, test, class_names)
+    if "video" in inputs:
+        lines.append(detector_line(inputs["video"].path))
     for name in models:
         lines += model_lines(name, folder, inputs, faces, again)
     return lines

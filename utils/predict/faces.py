@@ -6,8 +6,9 @@ framed as FER2013's faces are, turned so that the eyes are level.
     regions = face_regions(found, align=True)          # [N, 5]: centre x, y, w, h, angle
     faces = cut_faces(gray, regions)                   # uint8 [N, 48, 48]
 
-YuNet (``models/``, through ``cv2.FaceDetectorYN``) finds turned and tilted faces the frontal
-cascade misses, and gives five landmarks per face. FER2013's faces were registered by a
+YuNet (``models/``, run by onnxruntime, ``yunet_onnx``, or by ``cv2.FaceDetectorYN``: the
+same faces within float rounding; ``yunet_runtime`` says which) finds turned and tilted faces
+the frontal cascade misses, and gives five landmarks per face. FER2013's faces were registered by a
 detector of their own, so a crop must be framed like them: on FER2013's faces (upscaled, as
 ``python -m utils.predict.alignment --fit-framing`` measures) YuNet's box is centred on the
 48x48 image (within 1 % of its height) and its height is ``BOX_HEIGHT_TO_FER_SIDE`` times the
@@ -20,6 +21,8 @@ image almost exactly: median 97.9 % of its side, centred within 1 %).
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ import cv2
 import numpy as np
 
 from loaders.sources import IMAGE_SIZE
+from utils.support.host_tuning import cpu_vendor
 
 YUNET_FILE = Path(__file__).resolve().parent / "models" / "face_detection_yunet_2026may.onnx"
 # alt2 rather than frontalface_default: on the sample's faces it finds as many (76 % at
@@ -40,6 +44,12 @@ DETECTORS = ("yunet", "haar")
 BOX_HEIGHT_TO_FER_SIDE = 0.956
 _NMS_THRESHOLD = 0.3  # opencv_zoo's YuNet demo value
 _TOP_K = 5000
+# What runs YuNet's network: onnxruntime (utils.predict.yunet_onnx, OpenCV's faces within float
+# rounding) or OpenCV's FaceDetectorYN. onnxruntime took 14 ms of CPU a 640x480 frame against
+# OpenCV's 25-28 ms on a 2-core AMD EPYC (Zen 3); elsewhere OpenCV until measured (`python -m
+# utils.predict.benchmark` prints both). FER_YUNET_RUNTIME=onnxruntime|opencv chooses.
+YUNET_RUNTIMES = ("onnxruntime", "opencv")
+ONNXRUNTIME_MEASURED_VENDORS = ("AuthenticAMD",)
 
 
 class FaceDetectorError(ValueError):
@@ -60,6 +70,7 @@ class DetectorSettings:
     detect_size: int = 640
     scale_factor: float = 1.1
     min_neighbors: int = 5
+    yunet_runtime: str | None = None  # None: yunet_runtime()'s choice for this machine
 
     def __post_init__(self):
         checks = [
@@ -73,6 +84,9 @@ class DetectorSettings:
                                          f"{self.min_score}"),
             (self.detect_size >= 32, f"detect size must be >= 32 pixels, got "
                                      f"{self.detect_size}"),
+            (self.yunet_runtime in (None, *YUNET_RUNTIMES),
+             f"unknown YuNet runtime {self.yunet_runtime!r} (choose one of "
+             f"{', '.join(YUNET_RUNTIMES)})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -104,7 +118,40 @@ class _PerThread:
         return self._local.instance
 
 
+def yunet_runtime() -> str:
+    """What runs YuNet on this machine: $FER_YUNET_RUNTIME, else onnxruntime where it was
+    measured faster and is installed, else OpenCV."""
+    chosen = os.environ.get("FER_YUNET_RUNTIME")
+    if chosen:
+        if chosen not in YUNET_RUNTIMES:
+            raise FaceDetectorError(f"FER_YUNET_RUNTIME={chosen!r} is not a YuNet runtime "
+                                    f"(choose one of {', '.join(YUNET_RUNTIMES)}, or unset it)")
+        return chosen
+    if (cpu_vendor() in ONNXRUNTIME_MEASURED_VENDORS
+            and importlib.util.find_spec("onnxruntime") is not None):
+        return "onnxruntime"
+    return "opencv"
+
+
 class YuNetDetector(_PerThread):
+    def __init__(self, settings: DetectorSettings = DetectorSettings()):
+        self.runtime = settings.yunet_runtime or yunet_runtime()
+        self._shared = None  # onnxruntime's session serves every thread
+        if self.runtime == "onnxruntime":
+            from utils.predict.yunet_onnx import OnnxYuNet
+
+            if importlib.util.find_spec("onnxruntime") is None:
+                raise FaceDetectorError("YuNet through onnxruntime was asked for, but "
+                                        "onnxruntime is not installed: pip install "
+                                        "onnxruntime, or set FER_YUNET_RUNTIME=opencv")
+            try:
+                self._shared = OnnxYuNet(YUNET_FILE, settings.min_score, _NMS_THRESHOLD, _TOP_K)
+            except Exception as err:  # onnxruntime's own error types, one per failure
+                raise FaceDetectorError(f"{YUNET_FILE}: onnxruntime cannot load this "
+                                        f"face-detection model ({str(err).strip()[:200]})"
+                                        ) from None
+        super().__init__(settings)
+
     def _create(self):
         try:
             return cv2.FaceDetectorYN.create(str(YUNET_FILE), "", (320, 320),
@@ -112,6 +159,14 @@ class YuNetDetector(_PerThread):
         except cv2.error as err:
             raise FaceDetectorError(f"{YUNET_FILE}: OpenCV cannot load this face-detection "
                                     f"model ({str(err).strip().splitlines()[-1]})") from None
+
+    def _found(self, image: np.ndarray) -> np.ndarray | None:
+        """YuNet's raw output for a BGR image: float32 [N, 15], or None for no face."""
+        if self._shared is not None:
+            return self._shared.detect(image)
+        detector = self._instance()
+        detector.setInputSize((image.shape[1], image.shape[0]))
+        return detector.detect(image)[1]
 
     def detect(self, image: np.ndarray) -> Detections:
         """The faces in a BGR (or grayscale) uint8 image."""
@@ -122,9 +177,7 @@ class YuNetDetector(_PerThread):
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        detector = self._instance()
-        detector.setInputSize((image.shape[1], image.shape[0]))
-        found = detector.detect(image)[1]
+        found = self._found(image)
         found = np.zeros((0, 15), np.float32) if found is None else found.astype(np.float64)
         found[:, :14] /= scale
         keep = found[:, 2:4].min(axis=1) >= self.settings.min_size
