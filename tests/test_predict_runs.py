@@ -111,7 +111,7 @@ def test_faces_are_found_while_the_model_loads(sample, tmp_path, capsys, monkeyp
         0, 1, 2, 4, 5, 6, 8, 9, 10]
 
 
-def test_an_unusable_output_folder_is_refused_before_the_model_loads(crops, tmp_path, capsys,
+def test_an_unusable_input_or_output_folder_is_refused_before_the_model_loads(crops, tmp_path, capsys,
                                                                       monkeypatch):
     loads = []
     monkeypatch.setattr(cli, "load_model", loads.append)
@@ -121,6 +121,10 @@ def test_an_unusable_output_folder_is_refused_before_the_model_loads(crops, tmp_
     code, printed, error = run(capsys, crops, "--no-detect", "--out", out)
     assert code == 2 and printed == "" and loads == []
     assert error.startswith(f"error: {out}: holds the outputs of an earlier run")
+    missing = tmp_path / "missing.mp4"  # with --out given: no default name needs the input
+    code, printed, error = run(capsys, missing, "--out", tmp_path / "other")
+    assert code == 2 and printed == "" and loads == []
+    assert error == f"error: {missing}: no such file or folder\n"
 
 
 def test_a_loading_model_waits_for_its_load_and_raises_its_error_where_used():

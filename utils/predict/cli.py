@@ -16,7 +16,7 @@ from utils.evaluation.onnx_model import OnnxModelError
 from utils.predict.camera import SMOOTHING_FRAMES, camera_source, run_camera
 from utils.predict.errors import Interrupted, PredictError, ctrl_c_stops_gracefully
 from utils.predict.faces import DETECTORS, DetectorSettings, FaceDetectorError, make_detector
-from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder
+from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder, input_kind
 from utils.predict.loading import LoadingModel
 from utils.predict.onnx_model import ExportedModel
 from utils.predict.output import check_output_folder
@@ -141,8 +141,10 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.workers is not None and args.workers < 1:
         raise PredictError(f"--workers must be at least 1, got {args.workers}")
     if args.input is not None:
-        # Reported before the model loads: the process would wait for the load to end.
-        check_output_folder(output_path(args.input, args.out), args.overwrite)
+        # A missing input or an unusable --out is reported before the model starts loading:
+        # the process would wait for the load to end.
+        kind = input_kind(args.input)
+        check_output_folder(output_path(args.input, kind, args.out), args.overwrite)
     finder = FaceFinder(None if args.no_detect else make_detector(settings),
                         align=not args.no_align)
     if args.camera is not None:

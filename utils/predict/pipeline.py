@@ -144,12 +144,12 @@ def conclude(report: Report, model, augment: bool, interrupted: bool, seconds: f
     return lines
 
 
-def output_path(input_path: Path, out: Path | None) -> Path:
-    """``out``, else predictions/<the input's name> (a file's without its extension)."""
+def output_path(input_path: Path, kind: str, out: Path | None) -> Path:
+    """``out``, else predictions/<the input's name> (a file's without its extension); ``kind``
+    is the input's (``inputs.input_kind``)."""
     if out is not None:
         return Path(out)
-    return Path("predictions") / (input_path.name if input_kind(input_path) == "folder"
-                                  else input_path.stem)
+    return Path("predictions") / (input_path.name if kind == "folder" else input_path.stem)
 
 
 def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFinder,
@@ -167,7 +167,7 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
     input_path = Path(input_path)
     kind = input_kind(input_path)
     names = folder_names(input_path) if kind == "folder" else None
-    out = output_path(input_path, out)
+    out = output_path(input_path, kind, out)
     check_output_folder(out, overwrite)
     workers = workers or os.cpu_count() or 2
     charts = face_charts if face_charts is not None else kind == "image"
