@@ -8,8 +8,8 @@ framed as FER2013's faces are, turned so that the eyes are level.
 
 YuNet (``models/``, run by onnxruntime, ``yunet_onnx``, or by ``cv2.FaceDetectorYN``: the
 same faces within float rounding; ``yunet_runtime`` says which) finds turned and tilted faces
-the frontal cascade misses, and gives five landmarks per face. FER2013's faces were registered by a
-detector of their own, so a crop must be framed like them: on FER2013's faces (upscaled, as
+the frontal cascade misses, and gives five landmarks per face. FER2013's faces were registered
+by a detector of their own, so a crop must be framed like them: on FER2013's faces (upscaled, as
 ``python -m utils.predict.alignment --fit-framing`` measures) YuNet's box is centred on the
 48x48 image (within 1 % of its height) and its height is ``BOX_HEIGHT_TO_FER_SIDE`` times the
 image's side. So each face is cut as that square around its box, turned by the angle of its eye
@@ -118,6 +118,10 @@ class _PerThread:
         return self._local.instance
 
 
+def onnxruntime_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def yunet_runtime() -> str:
     """What runs YuNet on this machine: $FER_YUNET_RUNTIME, else onnxruntime where it was
     measured faster and is installed, else OpenCV."""
@@ -127,8 +131,7 @@ def yunet_runtime() -> str:
             raise FaceDetectorError(f"FER_YUNET_RUNTIME={chosen!r} is not a YuNet runtime "
                                     f"(choose one of {', '.join(YUNET_RUNTIMES)}, or unset it)")
         return chosen
-    if (cpu_vendor() in ONNXRUNTIME_MEASURED_VENDORS
-            and importlib.util.find_spec("onnxruntime") is not None):
+    if cpu_vendor() in ONNXRUNTIME_MEASURED_VENDORS and onnxruntime_installed():
         return "onnxruntime"
     return "opencv"
 
@@ -140,7 +143,7 @@ class YuNetDetector(_PerThread):
         if self.runtime == "onnxruntime":
             from utils.predict.yunet_onnx import OnnxYuNet
 
-            if importlib.util.find_spec("onnxruntime") is None:
+            if not onnxruntime_installed():
                 raise FaceDetectorError("YuNet through onnxruntime was asked for, but "
                                         "onnxruntime is not installed: pip install "
                                         "onnxruntime, or set FER_YUNET_RUNTIME=opencv")
