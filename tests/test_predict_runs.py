@@ -125,6 +125,16 @@ def test_an_unusable_input_or_output_folder_is_refused_before_the_model_loads(cr
     code, printed, error = run(capsys, missing, "--out", tmp_path / "other")
     assert code == 2 and printed == "" and loads == []
     assert error == f"error: {missing}: no such file or folder\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, printed, error = run(capsys, empty, "--no-detect", "--out", tmp_path / "other")
+    assert code == 2 and printed == "" and loads == []
+    assert error == f"error: {empty}: the folder holds no files\n"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    code, printed, error = run(capsys, broken, "--out", tmp_path / "other")
+    assert code == 2 and printed == "" and loads == []
+    assert error == f"error: {broken}: OpenCV cannot open this video\n"
 
 
 def test_a_loading_model_waits_for_its_load_and_raises_its_error_where_used():
@@ -133,7 +143,12 @@ def test_a_loading_model_waits_for_its_load_and_raises_its_error_where_used():
     class Loaded:
         class_names = ["a", "b"]
 
-    model = LoadingModel(lambda: release.wait(10) and Loaded())
+    loads = []
+    model = LoadingModel(lambda: loads.append(1) or release.wait(10) and Loaded())
+    time.sleep(0.1)
+    assert loads == []  # nothing loads before the run begins it
+    model.begin()
+    model.begin()  # once
     waited = []
     reader = threading.Thread(target=lambda: waited.append(model.class_names))
     reader.start()
@@ -141,12 +156,12 @@ def test_a_loading_model_waits_for_its_load_and_raises_its_error_where_used():
     assert reader.is_alive() and waited == []  # waiting for the load
     release.set()
     reader.join(10)
-    assert waited == [["a", "b"]] and isinstance(model.loaded(), Loaded)
+    assert waited == [["a", "b"]] and isinstance(model.loaded(), Loaded) and loads == [1]
 
     def fails():
         raise ValueError("model.msgpack: not a fer-jax model file")
 
-    failing = LoadingModel(fails)
+    failing = LoadingModel(fails)  # the first use begins the load
     for _ in range(2):  # each use raises the load's own error
         with pytest.raises(ValueError, match="^model.msgpack: not a fer-jax model file$"):
             failing.start

@@ -16,11 +16,10 @@ from utils.evaluation.onnx_model import OnnxModelError
 from utils.predict.camera import SMOOTHING_FRAMES, camera_source, run_camera
 from utils.predict.errors import Interrupted, PredictError, ctrl_c_stops_gracefully
 from utils.predict.faces import DETECTORS, DetectorSettings, FaceDetectorError, make_detector
-from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder, input_kind
+from utils.predict.inputs import VIDEO_EXTENSIONS, FaceFinder
 from utils.predict.loading import LoadingModel
 from utils.predict.onnx_model import ExportedModel
-from utils.predict.output import check_output_folder
-from utils.predict.pipeline import output_path, predict
+from utils.predict.pipeline import predict
 from utils.predict.shipped import SHIPPED, VIEW_CHOICES, model_path, views_for
 
 EXIT_UNUSABLE, EXIT_INTERRUPTED = 2, 130
@@ -140,18 +139,14 @@ def run(args: argparse.Namespace) -> list[str]:
                                 args.scale_factor, args.min_neighbors)
     if args.workers is not None and args.workers < 1:
         raise PredictError(f"--workers must be at least 1, got {args.workers}")
-    if args.input is not None:
-        # A missing input or an unusable --out is reported before the model starts loading:
-        # the process would wait for the load to end.
-        kind = input_kind(args.input)
-        check_output_folder(output_path(args.input, kind, args.out), args.overwrite)
     finder = FaceFinder(None if args.no_detect else make_detector(settings),
                         align=not args.no_align)
     if args.camera is not None:
         return run_camera(camera_source(args.camera), load_model(args), args.out,
                           finder=finder, augment=args.views != "plain",
                           smooth_frames=args.smooth, overwrite=args.overwrite)
-    # The first images are read and their faces found while the model loads.
+    # The model loads once predict has found the input and the output folder usable (a refused
+    # run ends at once), while the first images are read and their faces found.
     model = LoadingModel(lambda: load_model(args))
     return predict(args.input, model, args.out, finder=finder, augment=args.views != "plain",
                    every=args.every, face_charts=args.face_charts, annotated=args.annotated,

@@ -2,11 +2,15 @@
 faces while the model loads (importing JAX and loading the compiled network take seconds: on a
 2-core machine the detector of a video had one core idle meanwhile).
 
-    model = LoadingModel(lambda: load_models([path]))   # returns at once
+    model = LoadingModel(lambda: load_models([path]))   # nothing loads yet
+    model.begin()                                        # the load starts; returns at once
     model.class_names                                    # waits for the load, then delegates
 
-Every attribute waits for the load and then is the loaded model's; an error of the load is
-raised, unchanged, by the first attribute asked for after it (in the thread that asks).
+``utils.predict``'s run begins the load once its input has been found usable (a folder
+listed, a video opened, an image read), so that a run refused for its input or its output
+folder ends at once instead of waiting for the load. Every attribute waits for the load (and
+begins it if nothing did) and then is the loaded model's; an error of the load is raised,
+unchanged, by the first attribute asked for after it (in the thread that asks).
 """
 from __future__ import annotations
 
@@ -19,10 +23,15 @@ class LoadingModel:
     def __init__(self, load: Callable[[], Any]):
         self._future: Future = Future()
         # Not a daemon: an interpreter that exits mid-import of JAX can crash instead of
-        # ending; a run that fails early waits for the load to end.
+        # ending; a run that fails after the load began waits for the load to end.
         self._thread = threading.Thread(target=self._load, args=(load,),
                                         name="predict-model-load")
-        self._thread.start()
+        self._begun = threading.Lock()
+
+    def begin(self) -> None:
+        """Start the load in its thread (once; later calls do nothing)."""
+        if self._begun.acquire(blocking=False):
+            self._thread.start()
 
     def _load(self, load: Callable[[], Any]) -> None:
         try:
@@ -32,7 +41,14 @@ class LoadingModel:
 
     def loaded(self) -> Any:
         """The model, once loaded (its load's error, raised again, if it failed)."""
+        self.begin()
         return self._future.result()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loaded(), name)
+
+
+def begin_loading(model) -> None:
+    """Start a LoadingModel's load (a model already loaded has nothing to begin)."""
+    if isinstance(model, LoadingModel):
+        model.begin()

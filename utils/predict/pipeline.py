@@ -23,6 +23,7 @@ from utils.predict.errors import (Interrupted, PredictError, ctrl_c_requested,
                                   ctrl_c_stops_gracefully)
 from utils.predict.inputs import (FaceFinder, Item, Problem, VideoReader, folder_names,
                                   input_kind)
+from utils.predict.loading import begin_loading
 from utils.predict.output import OutputFolder, check_output_folder
 from utils.predict.report import UNITS, Report
 
@@ -160,8 +161,10 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
     predictions/<input name>/) and return the summary's lines. ``model`` is an EmotionModel
     or an Ensemble. Raises PredictError for an input or output that cannot be used at all
     (a folder's unreadable files are skipped and listed instead), Interrupted after writing
-    the outputs of what was analysed when Ctrl-C stops the run. A LoadingModel is waited for
-    when the first run of faces is ready: its images are read and their faces found meanwhile."""
+    the outputs of what was analysed when Ctrl-C stops the run. A LoadingModel's load begins
+    once the input and the output folder are found usable (a refused run ends at once), and is
+    waited for when the first run of faces is ready: the first images are read and their faces
+    found meanwhile."""
     if every < 1:
         raise PredictError(f"--every must be at least 1, got {every}")
     input_path = Path(input_path)
@@ -187,10 +190,12 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
             item = finder.image_file(input_path, input_path.name)
             if isinstance(item, Problem):
                 raise PredictError(f"{input_path}: {item.reason}")
+            begin_loading(model)
             items, total = [item], 1
         else:
             # Crops are read CROPS_PER_JOB files a job of the pool: a job's own bookkeeping
             # (the future, its queue, its result) cost as much as decoding a 48x48 file.
+            begin_loading(model)  # the folder is listed and not empty
             per_job = CROPS_PER_JOB if crops_only else 1
             read_ahead = 4 * workers + (ITEMS_PER_RUN // per_job if crops_only else 0)
             folder = str(input_path)
@@ -207,6 +212,7 @@ def _video(path: Path, model, out: Path, finder: FaceFinder, pool, workers: int,
            augment: bool, every: int, face_charts: bool, overwrite: bool) -> list[str]:
     reader = VideoReader(path)
     try:
+        begin_loading(model)  # the video opened
         report = Report(OutputFolder(out, overwrite, workers), "video", path.name,
                         model, face_charts, fps=reader.fps, every=every)
         items = ordered_map(pool, lambda frame: finder.item(path.name, frame[2], *frame[:2]),
