@@ -27,8 +27,8 @@ def test_forward_shapes_and_finite_logits_at_every_dataset_size(name):
         def forward(params, state, x):
             return net.apply(params, state, x, train=True, key=jax.random.key(2))
 
-        # Every size traced (its shapes: the flatten width follows the pooled map's side);
-        # run at the thesis's 48x48 only, whose values the other sizes' layers share.
+        # Every size traced (its shapes: the flatten width follows the pooled map's side); run
+        # at the thesis's 48x48 only: the other sizes run the same layers on smaller maps.
         run = forward if size == 48 else functools.partial(jax.eval_shape, forward)
         logits, batch_states = run(params, state, x[:, :size, :size])
         assert logits.shape == (2, 7)
