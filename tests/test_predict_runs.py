@@ -111,8 +111,8 @@ def test_faces_are_found_while_the_model_loads(sample, tmp_path, capsys, monkeyp
         0, 1, 2, 4, 5, 6, 8, 9, 10]
 
 
-def test_an_unusable_input_or_output_folder_is_refused_before_the_model_loads(crops, tmp_path, capsys,
-                                                                      monkeypatch):
+def test_an_unusable_input_or_output_folder_is_refused_before_the_model_loads(
+        crops, tmp_path, capsys, monkeypatch):
     loads = []
     monkeypatch.setattr(cli, "load_model", loads.append)
     out = tmp_path / "out"

@@ -10,10 +10,10 @@ The package, by responsibility: ``faces`` (YuNet or Haar detection, FER framing,
 crops; ``yunet_onnx``: YuNet in onnxruntime), ``model`` (saved models compiled for fixed batch
 shapes, ensembles; imported when first used, so ``--onnx`` runs without JAX), ``loading`` (a
 model loaded in a thread while the first images are read), ``onnx_model`` (an exported file,
-``--onnx``), ``inputs`` (images, folders, videos, cameras), ``pipeline`` (threads, batches, the run), ``report`` and
-``drawing`` (everything written), ``output`` (the output folder, replaced only when complete),
-``camera`` (the live window), ``cli`` (the command line); ``benchmark`` and ``alignment``
-measure the speed and the alignment (docs/predict.md).
+``--onnx``), ``inputs`` (images, folders, videos, cameras), ``pipeline`` (threads, batches,
+the run), ``report`` and ``drawing`` (everything written), ``output`` (the output folder,
+replaced only when complete), ``camera`` (the live window), ``cli`` (the command line);
+``benchmark`` and ``alignment`` measure the speed and the alignment (docs/predict.md).
 """
 from utils.predict.camera import LabelSmoother, run_camera
 from utils.predict.cli import main, parse_arguments

@@ -193,9 +193,9 @@ def predict(input_path: Path, model, out: Path | None = None, *, finder: FaceFin
             begin_loading(model)
             items, total = [item], 1
         else:
+            begin_loading(model)  # the folder is listed and not empty
             # Crops are read CROPS_PER_JOB files a job of the pool: a job's own bookkeeping
             # (the future, its queue, its result) cost as much as decoding a 48x48 file.
-            begin_loading(model)  # the folder is listed and not empty
             per_job = CROPS_PER_JOB if crops_only else 1
             read_ahead = 4 * workers + (ITEMS_PER_RUN // per_job if crops_only else 0)
             folder = str(input_path)
