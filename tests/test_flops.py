@@ -39,3 +39,18 @@ def test_residual_network_d_and_the_mlp_by_hand():
     mlp = network_flops(get_network("mlp", im_dim=[42, 42], n_hidden=[100, 50]))
     assert mlp.forward == 2 * (42 * 42 * 100 + 100 * 50 + 50 * 7)
     assert mlp.train == 2 * (2 * 42 * 42 * 100 + 3 * (100 * 50 + 50 * 7))
+
+
+# The CPU's forms compute fewer products than the architecture (Winograd's tiles; at inference,
+# V's last conv on 40x40 windows only the 4x4 of its 5x5 outputs that the pooling reads): the
+# count is the architecture's, whichever form this CPU takes.
+def test_the_count_is_the_architectures_whatever_forms_the_cpu_takes(monkeypatch):
+    convs = [conv_macs(40, 3, 1, 32), conv_macs(40, 3, 32, 32), conv_macs(20, 3, 32, 64),
+             conv_macs(20, 3, 64, 64), conv_macs(10, 3, 64, 128), conv_macs(10, 3, 128, 128),
+             conv_macs(5, 3, 128, 256), conv_macs(5, 3, 256, 256)]
+    dense = [2 * 2 * 256 * 1024, 1024 * 7]
+    for winograd in ("0", "1"):
+        monkeypatch.setenv("FER_WINOGRAD", winograd)
+        flops = network_flops(get_network("V", im_dim=[40, 40]))
+        assert flops.forward == 2 * (sum(convs) + sum(dense))
+        assert flops.train == 2 * (2 * convs[0] + 3 * (sum(convs[1:]) + sum(dense)))

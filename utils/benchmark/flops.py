@@ -11,6 +11,9 @@ Convention (the usual one for conv nets):
   unless the input is the image itself (nothing needs it). Each has as many multiply-adds as
   the forward product, so ``train`` is 3x ``forward``, a little less for the first layer.
 - Padding is counted as computed ('same' convolutions do the full k*k window at the border).
+- Counted on the plain forms (``rna.plain_forms``): the architecture's sums, not the fewer
+  products of the CPU's forms (Winograd's tiles; at inference, no outputs where a pooling drops
+  a ragged border), so that a GFLOP/s figure is comparable with a peer's.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.extend import core as jax_core
+
+from utils import rna
 
 
 class FlopCount(NamedTuple):
@@ -31,11 +36,9 @@ def network_flops(network) -> FlopCount:
     """FLOPs per image of ``network`` (a ``utils.models.networks.Network``) at its input size."""
     params, state = jax.eval_shape(network.init, jax.random.key(0))
     image = jax.ShapeDtypeStruct((1, *network.input_shape), jnp.float32)
-    # Traced as the forward of a gradient (jax.vjp's primal output): layers with two forms of
-    # the same sum (``cpu_kernels.patch_conv``: summed taps at inference, the im2col product
-    # when differentiated) show their product, which is the one counted.
-    closed = jax.make_jaxpr(lambda p, s, x: jax.vjp(
-        lambda q: network.apply(q, s, x, train=False)[0], p)[0])(params, state, image)
+    with rna.plain_forms():  # every product as the architecture has it (see above)
+        closed = jax.make_jaxpr(lambda p, s, x: network.apply(p, s, x, train=False)[0])(
+            params, state, image)
     n_params = len(jax.tree_util.tree_leaves(params))
     n_state = len(jax.tree_util.tree_leaves(state))
     depends = [True] * n_params + [False] * (n_state + 1)
