@@ -28,7 +28,10 @@ def conv_layer(n_filters: int, *, kernel: int = 3, pool: int | None = None, acti
 
     def apply(params, state, x, *, train, key=None):
         statistics = rna.conv2d_statistics(x, params["w"]) if train and batch_norm else None
-        return linear_tail(params, state, rna.conv2d(x, params["w"]), train=train, key=key,
+        # At test time no output the pooling drops (a ragged border) is computed; training's
+        # batch statistics and noise cover the whole map.
+        kept = tuple(side // pool * pool for side in x.shape[1:3]) if pool and not train else None
+        return linear_tail(params, state, rna.conv2d(x, params["w"], kept), train=train, key=key,
                            batch_norm=batch_norm, gaussian_std=gaussian_std, pool=pool,
                            activation=activation, p_drop=p_drop, statistics=statistics)
 

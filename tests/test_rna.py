@@ -24,6 +24,105 @@ def test_conv2d_matches_numpy(kernel):
                                atol=1e-4)
 
 
+def conv_shapes(function, *args) -> list:
+    """The output shapes of the convolutions and matrix products ``function`` traces."""
+    jaxpr = jax.make_jaxpr(function)(*args)
+    found = []
+
+    def visit(eqns):
+        for eqn in eqns:
+            if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+                found.append(tuple(eqn.outvars[0].aval.shape))
+            for value in eqn.params.values():  # inner jaxprs: jit, custom_vjp, cond branches
+                for inner in value if isinstance(value, (tuple, list)) else (value,):
+                    visit(getattr(getattr(inner, "jaxpr", inner), "eqns", ()))
+    visit(jaxpr.jaxpr.eqns)
+    return found
+
+
+# The outputs a pooling after the conv reads, when it drops a ragged border: each form of
+# conv2d (the small window's, XLA's, Winograd's, the plain forms; an even window, whose 'same'
+# pads one more at the end) gives the whole conv's values there, and XLA's and Winograd's
+# compute no more than those.
+@pytest.mark.parametrize("kernel, c_in, c_out, winograd, computes_fewer", [
+    (3, 1, 8, "0", False), (3, 8, 16, "0", True), (2, 8, 8, "0", True), (5, 8, 4, "0", True),
+    (3, 64, 64, "1", True), (3, 64, 64, "0", True)])
+@pytest.mark.parametrize("forms", ["fast", "plain", "whole"])  # whole: FER_KEPT_OUTPUTS=0
+def test_conv2d_of_the_kept_outputs_is_the_whole_conv_cut(kernel, c_in, c_out, winograd,
+                                                         computes_fewer, forms, monkeypatch):
+    monkeypatch.setenv("FER_WINOGRAD", winograd)
+    monkeypatch.setenv("FER_KEPT_OUTPUTS", "0" if forms == "whole" else "1")
+    plain = forms == "plain"
+    x = RNG.normal(size=(2, 7, 5, c_in)).astype(np.float32)
+    w = RNG.normal(size=(kernel, kernel, c_in, c_out)).astype(np.float32)
+    kept = (6, 4)
+    expected = numpy_reference.conv_same(x.astype(np.float64), w)[:, :6, :4]
+
+    def conv(x, w):
+        if plain:
+            with rna.plain_forms():
+                return rna.conv2d(x, w, kept)
+        return rna.conv2d(x, w, kept)
+    got = np.asarray(jax.jit(conv)(x, w))
+    assert got.shape == (2, 6, 4, c_out)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    # XLA's convolution outputs the kept map, Winograd's products its 2x2 tiles (3 x 2 a map;
+    # the whole one's: 4 x 3); the plain forms and FER_KEPT_OUTPUTS=0 compute the whole map
+    shapes = set(conv_shapes(conv, x, w))
+    kept_shapes = {(2, 6, 4, c_out), (2 * 3 * 2, c_out)}
+    whole_shapes = {(2, 7, 5, c_out), (2 * 4 * 3, c_out)}
+    whole = forms != "fast"
+    if plain or computes_fewer:  # the small window's fast form has no product to see
+        assert bool(kept_shapes & shapes) != whole and bool(whole_shapes & shapes) == whole, \
+            shapes
+
+
+def test_conv2d_of_the_kept_outputs_differentiates_as_the_whole_conv_cut(monkeypatch):
+    monkeypatch.setenv("FER_WINOGRAD", "1")
+    g = RNG.normal(size=(2, 4, 4, 64)).astype(np.float32)
+    x = RNG.normal(size=(2, 5, 5, 64)).astype(np.float32)
+    w = RNG.normal(size=(3, 3, 64, 64)).astype(np.float32)
+    for c_in in (64, 8):  # Winograd's form and XLA's
+        def kept_cost(x, w):
+            return jnp.sum(rna.conv2d(x, w, (4, 4)) * g)
+
+        def cut_cost(x, w):
+            with rna.plain_forms():
+                return jnp.sum(rna.conv2d(x, w)[:, :4, :4] * g)
+        args = (x[..., :c_in], w[:, :, :c_in])
+        for got, expected in zip(jax.grad(kept_cost, (0, 1))(*args),
+                                 jax.grad(cut_cost, (0, 1))(*args)):
+            expected = np.asarray(expected)
+            np.testing.assert_allclose(np.asarray(got), expected, rtol=0,
+                                       atol=1e-5 * np.abs(expected).max())
+
+
+# at test time the kept outputs only; in training the batch statistics still cover the whole map
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("side", [5, 6])
+def test_a_conv_layer_pools_what_the_whole_conv_would_give(side, train):
+    layer = conv_layer(6, pool=2)
+    _, params, state = layer.init(jax.random.key(3), (side, side + 1, 3))
+    state = {"mean": jnp.asarray(RNG.normal(size=6), jnp.float32),
+             "var": jnp.asarray(RNG.uniform(0.5, 2, size=6), jnp.float32)}
+    x = RNG.normal(size=(2, side, side + 1, 3)).astype(np.float32)
+    got, new_state = layer.apply(params, state, jnp.asarray(x), train=train)
+    z = numpy_reference.conv_same(x.astype(np.float64), np.asarray(params["w"]))
+    statistics = (None, None) if train else (np.asarray(state["mean"]), np.asarray(state["var"]))
+    z_normalised = numpy_reference.batch_norm(z, np.asarray(params["gamma"]),
+                                              np.asarray(params["beta"]), *statistics,
+                                              eps=rna.BN_EPSILON)
+    rows, cols = side // 2, (side + 1) // 2
+    pooled = z_normalised[:, :2 * rows, :2 * cols].reshape(2, rows, 2, cols, 2, 6).max(
+        axis=(2, 4))
+    assert got.shape == (2, rows, cols, 6)
+    np.testing.assert_allclose(np.asarray(got), numpy_reference.relu(pooled), rtol=1e-4,
+                               atol=1e-4)
+    if train:
+        np.testing.assert_allclose(np.asarray(new_state["mean"]), z.mean(axis=(0, 1, 2)),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_dense_matches_numpy():
     x = RNG.normal(size=(5, 11)).astype(np.float32)
     w = RNG.normal(size=(11, 3)).astype(np.float32)

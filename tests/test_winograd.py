@@ -43,6 +43,21 @@ def test_winograd_conv_matches_lax_convolution(shape, tiles):
     np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance * np.abs(expected).max())
 
 
+# only the outputs [:rows, :cols] (what a pooling that drops a ragged border reads): a 5x5 map
+# to 4x4, one side cut further than a tile (9 rows to 4: the input past the tiles is cut too)
+@pytest.mark.parametrize("tiles", [2, 4])
+@pytest.mark.parametrize("shape, kept", [((2, 5, 5, 8, 16), (4, 4)), ((2, 9, 6, 4, 3), (4, 6)),
+                                         ((1, 7, 5, 3, 4), (6, 4))])
+def test_winograd_conv_of_the_kept_outputs_matches_lax_convolution_cut(shape, kept, tiles):
+    x, w = random_conv_inputs(sum(shape) + 2, *shape)
+    expected = np.asarray(plain_conv(x, w))[:, :kept[0], :kept[1]]
+    got = np.asarray(jax.jit(winograd.tiled_conv, static_argnums=(2, 3))(
+        x, w, winograd.TILES[tiles], kept))
+    assert got.shape == expected.shape
+    tolerance = {2: 1e-5, 4: 5e-5}[tiles]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+
+
 def gradients(conv, g):
     return jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) * g), argnums=(0, 1)))
 

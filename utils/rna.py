@@ -15,6 +15,7 @@ and max-pooling trace their plain forms instead (what a converter maps onto stan
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -145,7 +146,7 @@ def plain_forms():
         _PLAIN_FORMS.reset(token)
 
 
-def conv2d(x, w):
+def conv2d(x, w, kept: tuple[int, int] | None = None):
     """'same' 2-D convolution (cross-correlation, as every toolkit): x NHWC, w HWIO.
 
     y[n, i, j, o] = sum over (a, b, c) of x[n, i + a - top, j + b - left, c] * w[a, b, c, o],
@@ -159,7 +160,13 @@ def conv2d(x, w):
     and one with channels enough takes Winograd's tiles for its weight gradient (F(4x4, 3x3)
     on 12x12 maps, F(2x2, 3x3) elsewhere); the others are XLA's convolution, whose weight
     gradient on CPU reads its operands transposed as stored (``cpu_kernels.classic_conv``).
+
+    ``kept`` (rows, cols): only y[:, :rows, :cols], what a pooling that drops a ragged border
+    reads: Winograd's tiles or XLA's convolution compute no more (5x5 maps: 4 tiles of 9, 16
+    outputs of 25); other forms, and all with FER_KEPT_OUTPUTS=0, cut the whole map.
     """
+    if kept is not None and tuple(kept) != tuple(x.shape[1:3]):
+        return _conv2d_kept(x, w, tuple(kept))
     if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
@@ -173,6 +180,27 @@ def conv2d(x, w):
             return cpu_kernels.classic_conv(x, w)
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=precision.accumulation_dtype(x.dtype),
+    ).astype(x.dtype)
+
+
+def _conv2d_kept(x, w, kept: tuple[int, int]):
+    """conv2d(x, w)[:, :rows, :cols], kept = (rows, cols): no more computed where it can."""
+    rows, cols = kept
+    if (_PLAIN_FORMS.get() or _is_patch_conv(w) or os.environ.get("FER_KEPT_OUTPUTS") == "0"
+            or (x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu")):
+        return conv2d(x, w)[:, :rows, :cols]
+    w = w.astype(x.dtype)
+    if winograd.chosen(x, w):
+        return winograd.conv3x3(x, w, True, winograd.weight_gradient_tiles(x, w), kept)
+    kh, kw = w.shape[:2]
+    top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's 'SAME': the odd pixel pads the end
+    # output row i reads rows i - top .. i - top + kh - 1: cut those past, pad those missing
+    x = x[:, :rows - top + kh - 1, :cols - left + kw - 1]
+    padding = [(top, rows - top + kh - 1 - x.shape[1]), (left, cols - left + kw - 1 - x.shape[2])]
+    return lax.conv_general_dilated(
+        x, w, window_strides=(1, 1), padding=padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         preferred_element_type=precision.accumulation_dtype(x.dtype),
     ).astype(x.dtype)

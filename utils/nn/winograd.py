@@ -139,27 +139,34 @@ def _combination(coefficients, terms):
     return total
 
 
-def conv3x3(x, w, forward_tiles: bool | None = None, weight_tiles: int | None = None):
+def conv3x3(x, w, forward_tiles: bool | None = None, weight_tiles: int | None = None,
+            kept: tuple[int, int] | None = None):
     """'same' 3x3 cross-correlation of float32 NHWC x with HWIO w (``rna.conv2d``'s sum): by
     F(2x2, 3x3) forward and in its input gradient where ``forward_tiles`` (default: where
     ``chosen``), else XLA's convolution; its weight gradient by F(m x m, 3x3) with m =
-    ``weight_tiles`` (4 or 2; default: ``weight_gradient_tiles``), 0: the plain one's."""
+    ``weight_tiles`` (4 or 2; default: ``weight_gradient_tiles``), 0: the plain one's.
+    ``kept`` (rows, cols): only the outputs [:rows, :cols], the tiles covering those alone."""
     forward_tiles = chosen(x, w) if forward_tiles is None else forward_tiles
     weight_tiles = weight_gradient_tiles(x, w) if weight_tiles is None else weight_tiles
-    return _conv3x3(x, w, forward_tiles, weight_tiles)
+    kept = tuple(x.shape[1:3]) if kept is None else tuple(kept)
+    return _conv3x3(x, w, forward_tiles, weight_tiles, kept)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv3x3(x, w, forward_tiles: bool, weight_tiles: int):
-    return tiled_conv(x, w, F2X2) if forward_tiles else cpu_kernels.conv_same_float32(x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv3x3(x, w, forward_tiles: bool, weight_tiles: int, kept: tuple[int, int]):
+    if forward_tiles:
+        return tiled_conv(x, w, F2X2, kept)
+    return cpu_kernels.conv_same_float32(x, w)[:, :kept[0], :kept[1]]
 
 
-def _conv3x3_fwd(x, w, forward_tiles, weight_tiles):
-    return _conv3x3(x, w, forward_tiles, weight_tiles), (x, w)
+def _conv3x3_fwd(x, w, forward_tiles, weight_tiles, kept):
+    return _conv3x3(x, w, forward_tiles, weight_tiles, kept), (x, w)
 
 
-def _conv3x3_bwd(forward_tiles, weight_tiles, residuals, g):
+def _conv3x3_bwd(forward_tiles, weight_tiles, kept, residuals, g):
     x, w = residuals
+    # the outputs not kept have no cotangent
+    g = jnp.pad(g, ((0, 0), (0, x.shape[1] - kept[0]), (0, x.shape[2] - kept[1]), (0, 0)))
     if forward_tiles:
         input_gradient = tiled_conv(g, cpu_kernels.input_gradient_filters(w), F2X2)
     else:
@@ -172,19 +179,22 @@ def _conv3x3_bwd(forward_tiles, weight_tiles, residuals, g):
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def _tile_counts(x, tiles: Tiles):
-    """(rows, cols) of output tiles covering x's map; a ragged side gets padded outputs."""
+def _tile_counts(outputs: tuple[int, int], tiles: Tiles):
+    """(rows, cols) of output tiles covering (rows, cols) outputs; a ragged side gets padded
+    outputs."""
     m = tiles.outputs
-    return -(-x.shape[1] // m), -(-x.shape[2] // m)
+    return -(-outputs[0] // m), -(-outputs[1] // m)
 
 
-def _input_tiles(x, tiles: Tiles) -> list:
-    """B^T d B for every input tile d of the zero-padded x: [m + 2][m + 2] of
-    [N * rows * cols, C_in], a row of the tile at a time (strided views: XLA fuses each
-    product's input)."""
-    n, h, width, c_in = x.shape
+def _input_tiles(x, tiles: Tiles, counts: tuple[int, int]) -> list:
+    """B^T d B for every input tile d of the zero-padded x, ``counts`` (rows, cols) of tiles
+    from the top left: [m + 2][m + 2] of [N * rows * cols, C_in], a row of the tile at a time
+    (strided views: XLA fuses each product's input)."""
     m, side = tiles.outputs, tiles.outputs + 2
-    rows, cols = _tile_counts(x, tiles)
+    rows, cols = counts
+    # the tiles read x's rows -1 .. m * rows (cols alike): cut what lies past, pad the rest
+    x = x[:, :m * rows + 1, :m * cols + 1]
+    n, h, width, c_in = x.shape
     padded = jnp.pad(x, ((0, 0), (1, m * rows - h + 1), (1, m * cols - width + 1), (0, 0)))
     tile_rows = [padded[:, a:a + m * rows:m] for a in range(side)]
     transformed = []
@@ -196,16 +206,18 @@ def _input_tiles(x, tiles: Tiles) -> list:
     return transformed
 
 
-def tiled_conv(x, w, tiles: Tiles = F2X2):
-    """The 'same' 3x3 cross-correlation of NHWC x with HWIO w by these tiles."""
-    n, h, width, _ = x.shape
+def tiled_conv(x, w, tiles: Tiles = F2X2, kept: tuple[int, int] | None = None):
+    """The 'same' 3x3 cross-correlation of NHWC x with HWIO w by these tiles; ``kept`` (rows,
+    cols): its outputs [:rows, :cols] only, from the tiles that cover them (default: all)."""
+    n = x.shape[0]
+    h, width = kept or x.shape[1:3]
     c_out = w.shape[-1]
     m, side = tiles.outputs, tiles.outputs + 2
-    rows, cols = _tile_counts(x, tiles)
+    rows, cols = _tile_counts((h, width), tiles)
     # G g G^T for every (input, output) channel pair: [m + 2, m + 2, C_in, C_out]
     g_transform = tiles.filter_transform
     filters = jnp.einsum("ia,abco,jb->ijco", g_transform, w, g_transform)
-    transformed = _input_tiles(x, tiles)
+    transformed = _input_tiles(x, tiles, (rows, cols))
     products = [[(transformed[i][j] @ filters[i, j]).reshape(n, rows, cols, c_out)
                  for j in range(side)] for i in range(side)]
     # A^T m A: the m x m outputs of each tile, interleaved back into the image
@@ -223,8 +235,8 @@ def weight_gradient(x, g, tiles: Tiles = F2X2):
     g's m x m block of the tile (zero past a ragged side, whose outputs were cut off)."""
     n, h, width, c_out = g.shape
     m, side = tiles.outputs, tiles.outputs + 2
-    rows, cols = _tile_counts(x, tiles)
-    transformed = _input_tiles(x, tiles)
+    rows, cols = _tile_counts((h, width), tiles)
+    transformed = _input_tiles(x, tiles, (rows, cols))
     padded = jnp.pad(g, ((0, 0), (0, m * rows - h), (0, m * cols - width), (0, 0)))
     block_rows = [padded[:, p::m] for p in range(m)]
     a_transform = tiles.output_transform
