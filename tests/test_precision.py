@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.extend import core as jax_core
+from jaxpr_products import products_and_operands
 from launcher_support import quick_config
 from test_parallel import run_on_devices, stop_and_resume_on_devices
 from test_resume import assert_same_run, final_model
@@ -77,25 +77,6 @@ def test_bfloat16_runs_the_convolutions_and_matmuls_on_bfloat16_values():
     assert len(products) >= 4  # 2 convs, the im2col one (a dot), 2 dense layers
     for eqn, operand_dtypes in products:
         assert operand_dtypes == {jnp.dtype(jnp.bfloat16)}, eqn
-
-
-def products_and_operands(jaxpr) -> list:
-    """Each conv and matmul in the jaxpr (and inside it) with the dtypes its operands had
-    before any widening to float32 within the same jaxpr."""
-    made_by = {out: eqn for eqn in jaxpr.eqns for out in eqn.outvars}
-
-    def before_widening(var):
-        eqn = made_by.get(var)
-        if (eqn is not None and eqn.primitive.name == "convert_element_type"
-                and var.aval.dtype == jnp.float32):
-            return before_widening(eqn.invars[0])
-        return var.aval.dtype
-
-    found = [(eqn, {before_widening(v) for v in eqn.invars}) for eqn in jaxpr.eqns
-             if eqn.primitive.name in ("conv_general_dilated", "dot_general")]
-    for sub in jax_core.subjaxprs(jaxpr):
-        found += products_and_operands(sub)
-    return found
 
 
 def test_a_dtype_that_is_not_a_compute_dtype_is_refused():

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy_reference
+from jaxpr_products import products_and_operands
 import pytest
 
 from convnets.layers import conv_layer
@@ -26,18 +27,8 @@ def test_conv2d_matches_numpy(kernel):
 
 def conv_shapes(function, *args) -> list:
     """The output shapes of the convolutions and matrix products ``function`` traces."""
-    jaxpr = jax.make_jaxpr(function)(*args)
-    found = []
-
-    def visit(eqns):
-        for eqn in eqns:
-            if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
-                found.append(tuple(eqn.outvars[0].aval.shape))
-            for value in eqn.params.values():  # inner jaxprs: jit, custom_vjp, cond branches
-                for inner in value if isinstance(value, (tuple, list)) else (value,):
-                    visit(getattr(getattr(inner, "jaxpr", inner), "eqns", ()))
-    visit(jaxpr.jaxpr.eqns)
-    return found
+    return [tuple(eqn.outvars[0].aval.shape)
+            for eqn, _ in products_and_operands(jax.make_jaxpr(function)(*args).jaxpr)]
 
 
 # The outputs a pooling after the conv reads, when it drops a ragged border: each form of
