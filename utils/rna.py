@@ -178,11 +178,14 @@ def conv2d(x, w, kept: tuple[int, int] | None = None):
             return winograd.conv3x3(x, w, forward_tiles, weight_tiles)
         if x.dtype == jnp.float32 and jax.default_backend() == "cpu":
             return cpu_kernels.classic_conv(x, w)
+    return _xla_conv(x, w, "SAME")
+
+
+def _xla_conv(x, w, padding):
+    """XLA's convolution of NHWC x, HWIO w: summed as ``accumulation_dtype`` says, x's dtype."""
     return lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        preferred_element_type=precision.accumulation_dtype(x.dtype),
-    ).astype(x.dtype)
+        x, w, window_strides=(1, 1), padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=precision.accumulation_dtype(x.dtype)).astype(x.dtype)
 
 
 def _conv2d_kept(x, w, kept: tuple[int, int]):
@@ -198,12 +201,8 @@ def _conv2d_kept(x, w, kept: tuple[int, int]):
     top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's 'SAME': the odd pixel pads the end
     # output row i reads rows i - top .. i - top + kh - 1: cut those past, pad those missing
     x = x[:, :rows - top + kh - 1, :cols - left + kw - 1]
-    padding = [(top, rows - top + kh - 1 - x.shape[1]), (left, cols - left + kw - 1 - x.shape[2])]
-    return lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding=padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        preferred_element_type=precision.accumulation_dtype(x.dtype),
-    ).astype(x.dtype)
+    return _xla_conv(x, w, [(top, rows - top + kh - 1 - x.shape[1]),
+                            (left, cols - left + kw - 1 - x.shape[2])])
 
 
 def _is_patch_conv(w) -> bool:
