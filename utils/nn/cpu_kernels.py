@@ -155,10 +155,16 @@ def patches(x, kh: int, kw: int):
     return jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
 
 
+def same_offsets(kh: int, kw: int) -> tuple[int, int]:
+    """The rows and columns a 'same' kh x kw window pads above and left of the image (XLA's
+    'SAME': the odd pixel pads the end)."""
+    return (kh - 1) // 2, (kw - 1) // 2
+
+
 def _same_taps(x, kh: int, kw: int) -> list:
     """The kh*kw shifted views of x that a 'same' kernel's taps (i, j) see, row-major."""
     _, h, w, _ = x.shape
-    top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's 'SAME': the odd pixel pads the end
+    top, left = same_offsets(kh, kw)
     padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
     return [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
 
@@ -184,7 +190,7 @@ def conv_weight_gradient(x, g, window):
     x_padded[n, i + a, j + b, c] g[n, i, j, o]. The same convolution XLA makes of it, the same
     values (tests/test_rna_kernels.py), from operands transposed by ``stored_transpose``."""
     kh, kw = window
-    top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's 'SAME': the odd pixel pads the end
+    top, left = same_offsets(kh, kw)
     images_last = stored_transpose(x, (3, 1, 2, 0))  # [C][H][W][N]: a batch of C "images"
     gradients = stored_transpose(g, (1, 2, 0, 3))  # [H][W][N][C_out]: an H x W "filter"
     transposed = lax.conv_general_dilated(
