@@ -3,6 +3,8 @@ tolerance, float32 parameters, statistics and logits, and the launcher's whole l
 devices, a stopped and resumed run, evaluation, the saved model) in bfloat16."""
 from __future__ import annotations
 
+import os
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -119,7 +121,7 @@ def test_launcher_in_bfloat16_on_two_devices_resumes_and_saves_a_float32_model(s
 @pytest.mark.parametrize("flags,expected", [
     ("", True),  # the measured jaxlib's default: every matmul through YNNPACK
     ("--xla_cpu_experimental_ynn_fusion_type=individual_dot", True),  # Intel's choice
-    ("--xla_cpu_experimental_ynn_fusion_type=", False),  # AMD's: classic kernels
+    ("--xla_cpu_experimental_ynn_fusion_type=", False),  # Zen 3 and 4's: classic kernels
     ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution", True),
     ("--xla_cpu_experimental_ynn_fusion_type=-individual_dot", False),
 ])
@@ -129,6 +131,26 @@ def test_ynn_matmuls_reads_the_processes_xla_flags(monkeypatch, flags, expected)
     assert host_tuning.ynn_matmuls() is expected
     monkeypatch.setattr(host_tuning, "_jaxlib_series", lambda: "0.9")
     assert host_tuning.ynn_matmuls() is False  # flags of a series never measured
+
+
+@pytest.mark.parametrize("vendor,family,flag", [
+    ("GenuineIntel", 6, "individual_dot"),  # every Intel family measured so far: Sapphire Rapids
+    ("AuthenticAMD", 26, "individual_dot"),  # Zen 5: as fast in float32, bfloat16 pays
+    ("AuthenticAMD", 25, ""),  # Zen 3 and Zen 4: YNN's matmuls erratic, classic kernels
+    ("AuthenticAMD", 23, ""),  # a kind never measured keeps the classic kernels
+    ("", None, ""),  # /proc/cpuinfo unreadable
+])
+def test_the_xla_kernels_are_chosen_by_the_cpu_kind_measured(vendor, family, flag):
+    assert host_tuning.kernel_flag(vendor, family) == (
+        "--xla_cpu_experimental_ynn_fusion_type=" + flag)
+
+
+def test_the_cpu_family_is_read_from_proc_cpuinfo():
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo on this system")
+    with open("/proc/cpuinfo") as cpuinfo:
+        line = next(line for line in cpuinfo if line.startswith("cpu family"))
+    assert host_tuning.cpu_family() == int(line.split(":")[1])
 
 
 @pytest.mark.parametrize("features,ynn,says", [

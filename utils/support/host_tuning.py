@@ -12,12 +12,17 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
   kernels by default. Their convolutions ran at 20-50 % of the classic (Eigen) kernels, the
   weight gradient worst, on both machines measured (a 2-core AMD EPYC and a 2-core Intel
   Sapphire Rapids), so ``--xla_cpu_experimental_ynn_fusion_type=`` (an empty list) brings
-  back the classic kernels. Matmuls differ by CPU: on the EPYC YNN's were erratic (100-180
-  GFLOP/s against a steady 200), so everything stays classic there; on the Intel CPU the
+  back the classic kernels. Matmuls differ by CPU: on the EPYCs of the Zen 3 and Zen 4 kinds (family 25) YNN's were
+  erratic (100-180 GFLOP/s against a steady 200), so everything stays classic there; on the Intel CPU the
   classic kernel took 95 ms for a dense layer's input gradient (g @ W.T, 128 x 1024 x 9216)
   that YNN does in 14 ms, and YNN's bfloat16 matmul runs at 3.7x its float32 one (the
   classic kernels convert bfloat16 to float32), so on Intel CPUs the list is
-  ``individual_dot``: YNN matmuls, classic convolutions. XLA reads its flags once, when JAX
+  ``individual_dot``: YNN matmuls, classic convolutions. On an AMD EPYC of the Zen 5 kind
+  (family 26) YNN's float32 matmuls were as fast as the classic ones (paired rounds, training
+  0.97-1.04x for A, S, V and F) and its bfloat16 ones ran at 1.8x its float32 peak, which made
+  V's bfloat16 training step 1.37x its float32 one: Zen 5 takes Intel's list. The choice is
+  by CPU kind as measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured.
+  XLA reads its flags once, when JAX
   starts its CPU backend, so ``apply()`` must run before the first computation (later, it
   only reaches child processes); an unknown flag aborts the process, so it is only set on
   the jaxlib series it was measured on.
@@ -81,10 +86,29 @@ def cpu_vendor() -> str:
         return ""
 
 
-def kernel_flag() -> str:
-    """The XLA flag ``apply()`` sets on this machine (see the module's docstring)."""
-    kernels = "individual_dot" if cpu_vendor() == "GenuineIntel" else ""
-    return f"{_KERNEL_FLAG_NAME}={kernels}"
+@functools.lru_cache(maxsize=1)
+def cpu_family() -> int | None:
+    """/proc/cpuinfo's cpu family (AMD: 23 Zen 1-2, 25 Zen 3-4, 26 Zen 5), or None."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((int(line.split(":", 1)[1]) for line in cpuinfo
+                         if line.startswith("cpu family")), None)
+    except (OSError, ValueError):
+        return None
+
+
+# The CPU kinds (vendor, family; None: every family) whose matmuls run through YNNPACK:
+# measured faster there (the docstring); every other kind keeps the classic kernels.
+YNN_MATMUL_KINDS = (("GenuineIntel", None), ("AuthenticAMD", 26))
+
+
+def kernel_flag(vendor: str | None = None, family: int | None = None) -> str:
+    """The XLA flag ``apply()`` sets on a CPU of this kind (default: this machine's)."""
+    vendor = cpu_vendor() if vendor is None else vendor
+    family = cpu_family() if family is None else family
+    ynn = any(vendor == kind and measured in (None, family)
+              for kind, measured in YNN_MATMUL_KINDS)
+    return f"{_KERNEL_FLAG_NAME}={'individual_dot' if ynn else ''}"
 
 
 _KERNEL_CHOICE = {"": "classic Eigen CPU kernels",
