@@ -60,6 +60,20 @@ def test_a_wrong_convolution_or_random_draw_fails_its_check(monkeypatch):
     assert results[1].figure.endswith(" of 720 values differ (bit for bit expected)")
 
 
+def test_gradients_are_compared_at_the_scale_of_the_whole_tree():
+    """A gradient of pure rounding noise (1e-7 where the others are 1e-1) differs by its own
+    size between two sums: compared per leaf it looks wrong, at the tree's scale it is not;
+    an error in a gradient of the usual size is still seen."""
+    expected = {"w": np.array([0.3, -0.2], np.float32), "beta": np.array([1e-7], np.float32)}
+    noise = {"w": expected["w"].copy(), "beta": np.array([-1e-7], np.float32)}
+    wrong = {"w": np.array([0.3, -0.1], np.float32), "beta": expected["beta"].copy()}
+    assert primitives.relative_difference(noise, expected) == pytest.approx(2.0)
+    assert primitives.relative_difference_of_tree(noise, expected) == pytest.approx(
+        2e-7 / 0.3, rel=1e-5)
+    assert primitives.relative_difference_of_tree(wrong, expected) == pytest.approx(
+        0.1 / 0.3, rel=1e-5)
+
+
 def test_a_resumed_model_that_differs_passes_only_within_the_tolerance():
     leaves = [np.array([1.0, -2.0], np.float32), np.array([4.0], np.float32)]
     reference = ({"test_error": 0.5}, leaves)
