@@ -198,7 +198,7 @@ def _conv2d_kept(x, w, kept: tuple[int, int]):
     if winograd.chosen(x, w):
         return winograd.conv3x3(x, w, True, winograd.weight_gradient_tiles(x, w), kept)
     kh, kw = w.shape[:2]
-    top, left = cpu_kernels.same_offsets(kh, kw)
+    (top, _), (left, _) = cpu_kernels.same_padding(kh, kw)
     # output row i reads rows i - top .. i - top + kh - 1: cut those past, pad those missing
     x = x[:, :rows - top + kh - 1, :cols - left + kw - 1]
     return _xla_conv(x, w, [(top, rows - top + kh - 1 - x.shape[1]),

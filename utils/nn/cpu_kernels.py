@@ -99,18 +99,16 @@ leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 # Convolution with a small window: its taps summed in one fused pass at inference, one matrix
 # product with its im2col patches in training
 # --------------------------------------------------------------------------------------------
-# A conv whose window holds at most this many values (taps x input channels: the 3x3 conv on
-# the grayscale input) takes the patch path: XLA's CPU conv kernels are slowest on a single
-# input channel (measured: twice as fast forward, as fast backward; a 5x5 window is already
-# better left to XLA).
+# A conv whose window holds at most this many values (taps x input channels: the 3x3 conv on the
+# grayscale input) takes the patch path: XLA's CPU conv kernels are slowest on one input channel
+# (measured: twice as fast forward, as fast backward; a 5x5 window is better left to XLA).
 PATCH_CONV_MAX_WINDOW = 16
 
 
 def differentiated_as(plain):
-    """Decorator: the decorated function where it is not differentiated (inference), ``plain``
-    (the same values in another form) where it is: its forward and its gradient (jax.vjp of
-    plain, which traces plain's forward again; its output is unused and XLA drops it), so a
-    training step's results are plain's, bit for bit."""
+    """Decorator: the decorated function where not differentiated (inference), ``plain`` (the
+    same values in another form) where it is: its forward and gradient (jax.vjp of plain; its
+    traced output unused, XLA drops it), so a training step's results are plain's, bit for bit."""
     def fast_at_inference(fast):
         function = jax.custom_vjp(fast)
         function.defvjp(lambda *args: (plain(*args), args),
@@ -155,29 +153,26 @@ def patches(x, kh: int, kw: int):
     return jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
 
 
-def same_offsets(kh: int, kw: int) -> tuple[int, int]:
-    """The rows and columns a 'same' kh x kw window pads above and left of the image (XLA's
-    'SAME': the odd pixel pads the end)."""
-    return (kh - 1) // 2, (kw - 1) // 2
+def same_padding(kh: int, kw: int) -> tuple:
+    """((top, bottom), (left, right)): a 'same' kh x kw window's (XLA's: the odd one at the end)."""
+    return ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)
 
 
 def _same_taps(x, kh: int, kw: int) -> list:
     """The kh*kw shifted views of x that a 'same' kernel's taps (i, j) see, row-major."""
     _, h, w, _ = x.shape
-    top, left = same_offsets(kh, kw)
-    padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), *same_padding(kh, kw), (0, 0)))
     return [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
 
 
 # --------------------------------------------------------------------------------------------
-# The classic convolution's weight gradient. XLA computes it as a convolution whose batch is
-# the input's channels and whose contracted feature is the images, so its CPU kernel wants x as
-# [C][H][W][N] and the output gradient as [H][W][N][C_out] in memory. XLA makes those copies
-# itself, but fuses the producer of x (the previous layer's batch norm and ReLU) into the
-# transposing copy, whose loop then reads x across the batch, a cache line per value: in V's
-# step the 48x48x32 one took 59 ms where the plain transpose of the stored x takes 12
-# (2-core AMD EPYC Zen 3). Done apart (``computed_apart``), x is stored first; XLA (jaxlib 0.10)
-# then transposes the stored x in a copy of its own (wrapped_copy, outside the conditional).
+# The classic convolution's weight gradient. XLA computes it as a convolution whose batch is the
+# input's channels and whose contracted feature is the images, so its CPU kernel wants x as
+# [C][H][W][N] and the output gradient as [H][W][N][C_out] in memory. XLA makes those copies itself,
+# but fuses the producer of x (the previous layer's batch norm and ReLU) into the transposing
+# copy, whose loop then reads x across the batch, a cache line per value: in V's step the 48x48x32
+# one took 59 ms where the plain transpose of the stored x takes 12 (2-core AMD EPYC Zen 3). Done
+# apart (``computed_apart``), x is stored first and XLA (jaxlib 0.10) transposes it in a copy.
 # --------------------------------------------------------------------------------------------
 def stored_transpose(x, permutation):
     """jnp.transpose(x, permutation), done on x as stored: never fused with what computes x."""
@@ -190,12 +185,11 @@ def conv_weight_gradient(x, g, window):
     x_padded[n, i + a, j + b, c] g[n, i, j, o]. The same convolution XLA makes of it, the same
     values (tests/test_rna_kernels.py), from operands transposed by ``stored_transpose``."""
     kh, kw = window
-    top, left = same_offsets(kh, kw)
     images_last = stored_transpose(x, (3, 1, 2, 0))  # [C][H][W][N]: a batch of C "images"
     gradients = stored_transpose(g, (1, 2, 0, 3))  # [H][W][N][C_out]: an H x W "filter"
     transposed = lax.conv_general_dilated(
         images_last, gradients, window_strides=(1, 1),
-        padding=((top, kh - 1 - top), (left, kw - 1 - left)),
+        padding=same_padding(kh, kw),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.transpose(transposed, (1, 2, 0, 3))
 
