@@ -58,6 +58,7 @@ RECIPES: dict[str, dict] = {
 # second full-resolution conv: 1.5x V's faces a second on one view), and a teacher, the default
 # model, in its plain view (1.24x the student's step, against 4.6x for its ten-crop, measured
 # with utils.benchmark.distill), so that 74 epochs cost about what the default model's did.
+# The shipped model is this recipe's model continued by a second cosine cycle (README).
 RECIPES[FAST_RECIPE] = {**RECIPES[MODERN_RECIPE], "network": "F",
                         "teacher": "trained_models/default", "distill_views": "plain"}
 
