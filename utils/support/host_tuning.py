@@ -19,8 +19,9 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
   classic kernels convert bfloat16 to float32), so on Intel CPUs the list is
   ``individual_dot``: YNN matmuls, classic convolutions. On an AMD EPYC of the Zen 5 kind
   (family 26) YNN's float32 matmuls were as fast as the classic ones (paired rounds, training
-  0.97-1.04x for A, S, V and F) and its bfloat16 ones ran at 1.8x its float32 peak, which made
-  V's bfloat16 training step 1.37x its float32 one: Zen 5 takes Intel's list. The choice is
+  0.97-1.04x for A, S, V and F) and its bfloat16 ones ran at 1.8x its float32 peak (bfloat16
+  training against float32: A and S 1.03-1.05x, V 0.88-1.37x in three runs of a machine whose
+  speed drifted): Zen 5 takes Intel's list. The choice is
   by CPU kind as measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured.
   XLA reads its flags once, when JAX
   starts its CPU backend, so ``apply()`` must run before the first computation (later, it
