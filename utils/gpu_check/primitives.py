@@ -42,25 +42,25 @@ class Result(NamedTuple):
     figure: str
 
 
+def _float64_leaves(got, expected) -> list:
+    """The trees' leaves side by side, as float64 arrays."""
+    return [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in
+            zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected), strict=True)]
+
+
 def relative_difference(got, expected) -> float:
     """Largest |got - expected| over the trees' leaves, each relative to its largest |expected|."""
-    worst = 0.0
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected),
-                    strict=True):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        worst = max(worst, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)))
-    return worst
+    return max((float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+                for a, b in _float64_leaves(got, expected)), default=0.0)
 
 
 def relative_difference_of_tree(got, expected) -> float:
     """Largest |got - expected| over the trees' leaves relative to the largest |expected| of all:
     for gradients, some of which are only rounding noise (a batch norm's shift followed by
     another batch norm: 1e-7 where others are 1e-1), which no per-leaf ratio can compare."""
-    pairs = list(zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected),
-                     strict=True))
-    scale = max(float(np.abs(np.asarray(b, np.float64)).max()) for _, b in pairs)
-    return max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
-               for a, b in pairs) / max(scale, 1e-30)
+    pairs = _float64_leaves(got, expected)
+    scale = max(float(np.abs(b).max()) for _, b in pairs)
+    return max(float(np.abs(a - b).max()) for a, b in pairs) / max(scale, 1e-30)
 
 
 def with_gradients(fn, seed: int):

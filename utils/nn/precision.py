@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from utils.support import host_tuning
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # CPU features that bfloat16 matmul kernels use (/proc/cpuinfo flags).
@@ -39,12 +41,7 @@ def accumulation_dtype(dtype):
 
 def cpu_bfloat16_features() -> list[str]:
     """The bfloat16 instructions this CPU has (empty where unknown)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo
-                          if line.startswith("flags")), [])
-    except OSError:
-        return []
+    flags = (host_tuning.cpuinfo_field("flags") or "").split()
     return [flag for flag in _BF16_CPU_FLAGS if flag in flags]
 
 
@@ -52,10 +49,9 @@ def cpu_bfloat16_features() -> list[str]:
 def bfloat16_matmul_convs() -> bool:
     """Whether wide bfloat16 convolutions run as bfloat16 matrix products on this CPU
     (``cpu_kernels.bfloat16_conv``): where it has bfloat16 instructions and XLA runs matmuls
-    through YNNPACK (``host_tuning``: the Intel CPUs measured, where YNN's bfloat16 matmul ran
-    at 3.7x its float32 one). Decided once per process, when the first network is traced."""
-    from utils.support import host_tuning
-
+    through YNNPACK (``host_tuning``: the Intel and Zen 5 CPUs measured; on Intel YNN's
+    bfloat16 matmul ran at 3.7x its float32 one). Decided once per process, when the first
+    network is traced."""
     return bool(cpu_bfloat16_features()) and host_tuning.ynn_matmuls()
 
 

@@ -12,21 +12,20 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
   kernels by default. Their convolutions ran at 20-50 % of the classic (Eigen) kernels, the
   weight gradient worst, on both machines measured (a 2-core AMD EPYC and a 2-core Intel
   Sapphire Rapids), so ``--xla_cpu_experimental_ynn_fusion_type=`` (an empty list) brings
-  back the classic kernels. Matmuls differ by CPU: on the EPYCs of the Zen 3 and Zen 4 kinds (family 25) YNN's were
-  erratic (100-180 GFLOP/s against a steady 200), so everything stays classic there; on the Intel CPU the
-  classic kernel took 95 ms for a dense layer's input gradient (g @ W.T, 128 x 1024 x 9216)
-  that YNN does in 14 ms, and YNN's bfloat16 matmul runs at 3.7x its float32 one (the
-  classic kernels convert bfloat16 to float32), so on Intel CPUs the list is
-  ``individual_dot``: YNN matmuls, classic convolutions. On an AMD EPYC of the Zen 5 kind
-  (family 26) YNN's float32 matmuls were as fast as the classic ones (paired rounds, training
-  0.97-1.04x for A, S, V and F) and its bfloat16 ones ran at 1.8x its float32 peak (bfloat16
-  training against float32: A and S 1.03-1.05x, V 0.88-1.37x in three runs of a machine whose
-  speed drifted): Zen 5 takes Intel's list. The choice is
-  by CPU kind as measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured.
-  XLA reads its flags once, when JAX
-  starts its CPU backend, so ``apply()`` must run before the first computation (later, it
-  only reaches child processes); an unknown flag aborts the process, so it is only set on
-  the jaxlib series it was measured on.
+  back the classic kernels. Matmuls differ by CPU: on the EPYCs of the Zen 3 and Zen 4 kinds
+  (family 25) YNN's were erratic (100-180 GFLOP/s against a steady 200), so everything stays
+  classic there; on the Intel CPU the classic kernel took 95 ms for a dense layer's input
+  gradient (g @ W.T, 128 x 1024 x 9216) that YNN does in 14 ms, and YNN's bfloat16 matmul runs
+  at 3.7x its float32 one (the classic kernels convert bfloat16 to float32), so on Intel CPUs
+  the list is ``individual_dot``: YNN matmuls, classic convolutions. On an AMD EPYC of the Zen
+  5 kind (family 26) YNN's float32 matmuls were as fast as the classic ones (paired rounds,
+  training 0.97-1.04x for A, S, V and F) and its bfloat16 ones ran at 1.8x its float32 peak
+  (bfloat16 training against float32: A and S 1.03-1.05x, V 0.88-1.37x in three runs of a
+  machine whose speed drifted): Zen 5 takes Intel's list. The choice is by CPU kind as
+  measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured. XLA reads its flags
+  once, when JAX starts its CPU backend, so ``apply()`` must run before the first computation
+  (later, it only reaches child processes); an unknown flag aborts the process, so it is only
+  set on the jaxlib series it was measured on.
 - glibc's allocator. XLA frees its temporaries after every step, and glibc hands any block
   over 32 MiB back to the kernel at once, so every step page-faulted its whole working set
   in again (about 230,000 faults, 0.9 GiB, per training step of net A at batch 128; a 75 MiB
@@ -76,30 +75,31 @@ def _jaxlib_series() -> str | None:
     return ".".join(version.__version__.split(".")[:2])
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_vendor() -> str:
-    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD), or '' where it cannot be read."""
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of /proc/cpuinfo's field ``name``, or None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             return next((line.split(":", 1)[1].strip() for line in cpuinfo
-                         if line.startswith("vendor_id")), "")
+                         if line.startswith(name)), None)
     except OSError:
-        return ""
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD), or '' where it cannot be read."""
+    return cpuinfo_field("vendor_id") or ""
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_family() -> int | None:
     """/proc/cpuinfo's cpu family (AMD: 23 Zen 1-2, 25 Zen 3-4, 26 Zen 5), or None."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next((int(line.split(":", 1)[1]) for line in cpuinfo
-                         if line.startswith("cpu family")), None)
-    except (OSError, ValueError):
-        return None
+    family = cpuinfo_field("cpu family")
+    return int(family) if family and family.isdigit() else None
 
 
-# The CPU kinds (vendor, family; None: every family) whose matmuls run through YNNPACK:
-# measured faster there (the docstring); every other kind keeps the classic kernels.
+# The CPU kinds (vendor, family; None: every family) whose matmuls run through YNNPACK, as
+# measured there (the docstring); every other kind keeps the classic kernels.
 YNN_MATMUL_KINDS = (("GenuineIntel", None), ("AuthenticAMD", 26))
 
 
