@@ -228,6 +228,9 @@ BUGS = [
     Bug("crops-last-read-job-dropped", "utils/predict/pipeline.py",
         "for start in range(0, len(names), per_job))",
         "for start in range(0, len(names) - per_job + 1, per_job))", ("tests/test_predict.py",)),
+    Bug("paired-variant-started-outside-its-setting", "utils/benchmark/paired.py",
+        "with environment(setting):  # the process starts",
+        "with environment({}):  # the process starts", ("tests/test_benchmark.py",)),
     Bug("load-check-traced-apart-from-the-call", "utils/evaluation/inference.py",
         "outputs = jax.eval_shape(self._on_plain, self.params, self.bn_state, batch)",
         "outputs = jax.eval_shape(lambda p, s, x: self.network.apply(p, s, self.online.plain("

@@ -200,45 +200,24 @@ def test_a_run_stopped_midway_keeps_what_it_measured_in_its_json(tmp_path, monke
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left
 
 
-class _FakeWorker:
-    """Records the environment it was built under; 'slow' ones take twice as long."""
-    built_under = []
-
-    def __init__(self, config):
-        self.slow = os.environ.get("FER_PAIRED_PROBE") == "slow"
-        _FakeWorker.built_under.append(os.environ.get("FER_PAIRED_PROBE"))
-
-    def train(self, n):
-        return (2.0 if self.slow else 1.0) * n
-
-    def eval(self, n):
-        return (0.5 if self.slow else 0.25) * n
-
-
-def test_paired_builds_each_variant_under_its_setting_and_reports_paired_ratios(monkeypatch):
-    from utils.benchmark import paired, workers
-
-    monkeypatch.setattr(workers, "OursWorker", _FakeWorker)
-    monkeypatch.setenv("FER_PAIRED_PROBE", "before")
-    _FakeWorker.built_under = []
-    settings = [paired.parse_setting("FER_PAIRED_PROBE=slow"),
-                paired.parse_setting("FER_PAIRED_PROBE=fast,OTHER_PROBE=1")]
-    result = paired.measure("mlp", settings, 8, (16, 16), rounds=4, steps=2)
-    assert _FakeWorker.built_under == ["slow", "fast"]
-    assert os.environ["FER_PAIRED_PROBE"] == "before" and "OTHER_PROBE" not in os.environ
-    assert result["train"]["ms"] == [2000.0, 1000.0] and result["eval"]["ms"] == [500.0, 250.0]
-    assert result["train"]["speedup"] == {"median": 2.0, "q1": 2.0, "q3": 2.0}
-    assert paired.paired_ratios([3, 1, 2], [1, 1, 1])["median"] == 2
-
-
-def test_paired_end_to_end_and_its_refusals(capsys):
+def test_paired_starts_each_variant_in_a_process_under_its_setting(capsys, monkeypatch):
+    # XLA reads XLA_FLAGS once, when JAX starts its backend: a variant built in the running
+    # process would run with the process's kernels whatever its setting said.
     from utils.benchmark import paired
 
-    assert paired.main(["mlp", "--env", "FER_WINOGRAD=0", "FER_WINOGRAD=1", "--batch-size",
-                        "8", "--im-dim", "16", "16", "--rounds", "2", "--steps", "1"]) == 0
+    monkeypatch.setenv("FER_PAIRED_PROBE", "before")
+    classic = "--xla_cpu_experimental_ynn_fusion_type="
+    ynn = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    assert paired.main(["mlp", "--env", f"XLA_FLAGS={classic},FER_PAIRED_PROBE=a",
+                        f"XLA_FLAGS={ynn}", "--batch-size", "8", "--im-dim", "16", "16",
+                        "--rounds", "2", "--steps", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| training |" in printed and "| inference |" in printed
-    assert "speed-up of FER_WINOGRAD=1 over FER_WINOGRAD=0" in printed
+    assert f"speed-up of XLA_FLAGS={ynn} over XLA_FLAGS={classic},FER_PAIRED_PROBE=a" in printed
+    assert f"XLA_FLAGS of XLA_FLAGS={classic},FER_PAIRED_PROBE=a's process: {classic}\n" in printed
+    assert printed.rstrip().endswith(f"XLA_FLAGS of XLA_FLAGS={ynn}'s process: {ynn}")
+    assert os.environ["FER_PAIRED_PROBE"] == "before"  # each setting restored after its start
+    assert paired.paired_ratios([3, 1, 2], [1, 1, 1]) == {"median": 2, "q1": 1.0, "q3": 3.0}
     with pytest.raises(SystemExit):
         paired.main(["mlp", "--env", "FER_WINOGRAD", "FER_WINOGRAD=1"])
     assert "--env setting 'FER_WINOGRAD' is not NAME=VALUE" in capsys.readouterr().err

@@ -4,10 +4,12 @@ paired, alternating rounds in one process.
     python -m utils.benchmark.paired V --env FER_WINOGRAD=0 FER_WINOGRAD=1 --rounds 16 --steps 2
 
 The 2-core machines this project runs on drift by 10-25 % in speed from one minute to the
-next, which hides a change of a few percent between two benchmark runs. Here both variants are
-built in one process, each compiled while its environment variables are set (those the code
-reads when it traces: ``FER_WINOGRAD``...), and their rounds alternate in ABBA order, so each
-round of one has a round of the other seconds away. The figure is the median of the paired
+next, which hides a change of a few percent between two benchmark runs. Here each variant is
+built in a worker process of its own, started with its environment variables set, so that
+both those the code reads when it traces (``FER_WINOGRAD``...) and those read once when JAX
+starts its backend (``XLA_FLAGS``: a change in a running process reaches no compilation) take
+effect; the two processes' rounds alternate in ABBA order, so each round of one has a round of
+the other seconds away, while the other process waits. The figure is the median of the paired
 ratios (first setting's time over the second's: above 1, the second is faster) with its
 quartiles, which say how far the machine's spread reaches.
 """
@@ -58,24 +60,31 @@ def paired_ratios(first: list[float], second: list[float]) -> dict:
 
 def measure(network: str, settings: list[dict], batch_size: int, im_dim, rounds: int,
             steps: int) -> dict:
-    """ms per training step and per inference batch of each setting, round by round."""
-    from utils.benchmark.workers import OursWorker
+    """ms per training step and per inference batch of each setting, round by round, and the
+    XLA_FLAGS each variant's process started with."""
+    from utils.benchmark.process import WorkerProcess
 
     workers = []
-    for setting in settings:
-        with environment(setting):  # traced and compiled here, under its own setting
-            workers.append(OursWorker({"network": network, "im_dim": list(im_dim),
-                                       "batch_size": batch_size}))
-    times = [{"train": [], "eval": []} for _ in workers]
-    for number in range(rounds):
-        order = (0, 1) if number % 4 in (0, 3) else (1, 0)  # ABBA: drifts cancel in pairs
-        for index in order:
-            times[index]["train"].append(workers[index].train(steps) / steps * 1e3)
-            batches = EVAL_BATCHES_PER_STEP * steps
-            times[index]["eval"].append(workers[index].eval(batches) / batches * 1e3)
-    return {kind: {"ms": [statistics.median(t[kind]) for t in times],
-                   "speedup": paired_ratios(times[0][kind], times[1][kind])}
-            for kind in ("train", "eval")}
+    try:
+        for setting in settings:
+            with environment(setting):  # the process starts (and compiles) under its setting
+                workers.append(WorkerProcess("ours", {"network": network, "im_dim": list(im_dim),
+                                                      "batch_size": batch_size}))
+        times = [{"train": [], "eval": []} for _ in workers]
+        for number in range(rounds):
+            order = (0, 1) if number % 4 in (0, 3) else (1, 0)  # ABBA: drifts cancel in pairs
+            for index in order:
+                times[index]["train"].append(workers[index].call("train", steps) / steps * 1e3)
+                batches = EVAL_BATCHES_PER_STEP * steps
+                times[index]["eval"].append(workers[index].call("eval", batches) / batches * 1e3)
+    finally:
+        for worker in workers:
+            worker.stop()
+    result = {kind: {"ms": [statistics.median(t[kind]) for t in times],
+                     "speedup": paired_ratios(times[0][kind], times[1][kind])}
+              for kind in ("train", "eval")}
+    result["xla_flags"] = [worker.info["xla_flags"] for worker in workers]
+    return result
 
 
 def report(result: dict, network: str, settings: list[dict], batch_size: int, rounds: int,
@@ -90,6 +99,8 @@ def report(result: dict, network: str, settings: list[dict], batch_size: int, ro
         ratio = figures["speedup"]
         lines.append(f"| {label} | {figures['ms'][0]:.1f} | {figures['ms'][1]:.1f} | "
                      f"{ratio['median']:.3f}x ({ratio['q1']:.3f}-{ratio['q3']:.3f}) |")
+    lines += [f"XLA_FLAGS of {name}'s process: {flags or '(none)'}"
+              for name, flags in zip(names, result["xla_flags"])]
     return "\n".join(lines)
 
 

@@ -148,7 +148,9 @@ class OursWorker(_JaxWorker):
                      "flops_per_image": {"forward": flops.forward, "train": flops.train},
                      "compile_s": self.compile_s, "eval_compile_s": self.eval_compile_s,
                      "device": _device_report(), "matmul_size": size,
-                     "host_tuning": host_tuning.applied()}
+                     "host_tuning": host_tuning.applied(),
+                     # what this process's XLA read when JAX started its backend (once)
+                     "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
     def _eval_args(self) -> tuple:
         return self.state.params, self.state.bn_state, self.x
