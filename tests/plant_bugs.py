@@ -231,6 +231,8 @@ BUGS = [
     Bug("paired-variant-started-outside-its-setting", "utils/benchmark/paired.py",
         "with environment(setting):  # the process starts",
         "with environment({}):  # the process starts", ("tests/test_benchmark.py",)),
+    Bug("winograd-map-side-of-a-cpu-kind-ignored", "utils/nn/winograd.py",
+        "and min(height, width) >= self.min_side)", ")", ("tests/test_winograd.py",)),
     Bug("load-check-traced-apart-from-the-call", "utils/evaluation/inference.py",
         "outputs = jax.eval_shape(self._on_plain, self.params, self.bn_state, batch)",
         "outputs = jax.eval_shape(lambda p, s, x: self.network.apply(p, s, self.online.plain("

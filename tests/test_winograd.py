@@ -148,9 +148,17 @@ def test_the_weight_gradients_form_is_chosen_by_map_and_channels(monkeypatch):
     monkeypatch.setenv("FER_WINOGRAD", "0")
     assert tiles(12, 128, 128) == 0
     monkeypatch.delenv("FER_WINOGRAD")
-    measured = winograd.host_tuning.cpu_vendor() in winograd.MEASURED_CPU_VENDORS
-    assert tiles(12, 128, 128) == (4 if measured else 0)
-    assert tiles(24, 128, 128) == (2 if measured else 0)
+    # by the CPU kind: AMD's Zen 3 and 4 (family 25) take the tiles, Zen 5 and Intel not
+    for vendor, family, wide, narrow in (("AuthenticAMD", 25, 4, 2), ("AuthenticAMD", 26, 0, 0),
+                                         ("GenuineIntel", 6, 0, 0)):
+        on_cpu_kind(monkeypatch, vendor, family)
+        assert (tiles(12, 128, 128), tiles(24, 128, 128)) == (wide, narrow), (vendor, family)
+
+
+def on_cpu_kind(monkeypatch, vendor, family):
+    """This test's process seen as a CPU of that kind by the kernel choices."""
+    monkeypatch.setattr(winograd.host_tuning, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(winograd.host_tuning, "cpu_family", lambda: family)
 
 
 def test_the_form_is_chosen_for_wide_float32_3x3_windows_on_measured_cpus(monkeypatch):
@@ -167,8 +175,20 @@ def test_the_form_is_chosen_for_wide_float32_3x3_windows_on_measured_cpus(monkey
     monkeypatch.setenv("FER_WINOGRAD", "0")
     assert not winograd.chosen(x, wide)
     monkeypatch.delenv("FER_WINOGRAD")
-    measured = winograd.host_tuning.cpu_vendor() in winograd.MEASURED_CPU_VENDORS
-    assert winograd.chosen(x, wide) == measured
+    on_cpu_kind(monkeypatch, "AuthenticAMD", 25)  # Zen 3 and 4: 64 channels or more, any map
+    assert winograd.chosen(x, wide) and not winograd.chosen(x[..., :32], narrow_in)
+    on_cpu_kind(monkeypatch, "GenuineIntel", 6)  # not measured: never
+    assert not winograd.chosen(x, wide)
+    # Zen 5: only layers as wide as A's at 12x12 (S, V and F's steps were slower with it)
+    on_cpu_kind(monkeypatch, "AuthenticAMD", 26)
+
+    def zen5_takes(side, c_in, c_out):
+        return winograd.chosen(np.zeros((1, side, side, c_in), np.float32),
+                               np.zeros((3, 3, c_in, c_out), np.float32))
+
+    assert zen5_takes(12, 128, 256) and zen5_takes(12, 256, 256) and zen5_takes(24, 256, 256)
+    assert not (zen5_takes(12, 128, 128) or zen5_takes(6, 256, 256) or zen5_takes(24, 64, 128)
+                or zen5_takes(10, 256, 256) or zen5_takes(12, 64, 512))
 
 
 def test_rna_conv2d_takes_the_form_in_inference_and_training_but_not_in_the_export(monkeypatch):

@@ -82,11 +82,34 @@ F4X4 = Tiles(
               [0, 1, -1, 8, -8, 1]], np.float32))
 TILES = {tiles.outputs: tiles for tiles in (F2X2, F4X4)}
 
-# The fewest channels, in and out, the form pays on (measured: see the module's docstring), and
-# the CPU kinds it was measured on; FER_WINOGRAD=1 or 0 overrides the choice (to measure it on
-# another).
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+    """The 3x3 convolutions a CPU kind takes the forward form for, as measured there."""
+    min_channels: int  # in and out
+    min_channel_pairs: int  # C_in * C_out
+    min_side: int  # the map's height and width
+    weight_tiles: bool  # whether the weight gradient takes its forms too (the rules below)
+
+    def take(self, x, w) -> bool:
+        _, height, width, _ = x.shape
+        _, _, c_in, c_out = w.shape
+        return (min(c_in, c_out) >= self.min_channels and c_in * c_out >= self.min_channel_pairs
+                and min(height, width) >= self.min_side)
+
+
+# The fewest channels, in and out, the form pays on anywhere (measured: see the module's
+# docstring), and the CPU kinds measured: (vendor, family; None: every family) -> the layers
+# taking it there; a kind not listed takes none. FER_WINOGRAD=1 or 0 overrides the choice (1:
+# every layer of MIN_CHANNELS, to measure it on another kind). On the Zen 5 (family 26; paired
+# whole steps, 2026-12-08) every form was slower for S, V and F (training 0.77-0.93x,
+# inference 0.94-0.98x) and faster for A (inference 1.28x): only layers as wide as A's 12x12
+# ones take it there.
 MIN_CHANNELS = 64
-MEASURED_CPU_VENDORS = ("AuthenticAMD",)
+MEASURED_CPU_KINDS = {("AuthenticAMD", 25): Layers(MIN_CHANNELS, 0, 1, weight_tiles=True),
+                      ("AuthenticAMD", 26): Layers(128, 128 * 256, 12, weight_tiles=False)}
+EVERY_LAYER = Layers(MIN_CHANNELS, 0, 1, weight_tiles=True)
 # The weight gradient's forms (measured: see the module's docstring): F(4x4) on 12x12 maps with
 # C_in * C_out >= 32 * 64, else F(2x2) with C_in * C_out >= 64 * 128, else the plain
 # convolution's (fewer channels: the transformed tiles cost more than the products saved;
@@ -99,13 +122,8 @@ WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS = 64 * 128
 
 def chosen(x, w) -> bool:
     """Whether ``rna.conv2d`` takes this form forward for x (NHWC) and w (HWIO) here."""
-    _, _, c_in, c_out = w.shape
-    if min(c_in, c_out) < MIN_CHANNELS or not _eligible(x, w):
-        return False
-    override = os.environ.get("FER_WINOGRAD")
-    if override in ("0", "1"):
-        return override == "1"
-    return host_tuning.cpu_vendor() in MEASURED_CPU_VENDORS
+    layers = _layers_here(os.environ.get("FER_WINOGRAD"))
+    return _eligible(x, w) and layers is not None and layers.take(x, w)
 
 
 def weight_gradient_tiles(x, w) -> int:
@@ -113,14 +131,20 @@ def weight_gradient_tiles(x, w) -> int:
     (NHWC) and w (HWIO) on this machine; 0: the plain convolution's. FER_WINOGRAD_WEIGHTS=1
     or 0 overrides the CPU kind's choice (else FER_WINOGRAD does)."""
     _, _, c_in, c_out = w.shape
-    override = os.environ.get("FER_WINOGRAD_WEIGHTS", os.environ.get("FER_WINOGRAD"))
-    if not _eligible(x, w) or override == "0" or (
-            override != "1" and host_tuning.cpu_vendor() not in MEASURED_CPU_VENDORS):
+    layers = _layers_here(os.environ.get("FER_WINOGRAD_WEIGHTS", os.environ.get("FER_WINOGRAD")))
+    if not _eligible(x, w) or layers is None or not layers.weight_tiles:
         return 0
     if (x.shape[1] in WIDE_TILE_SIDES and x.shape[2] in WIDE_TILE_SIDES
             and c_in * c_out >= WIDE_TILE_MIN_CHANNEL_PAIRS):
         return 4
     return 2 if c_in * c_out >= WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS else 0
+
+
+def _layers_here(override: str | None) -> Layers | None:
+    """The layers taking the form on this machine, given an override ('0', '1' or None)."""
+    if override in ("0", "1"):
+        return EVERY_LAYER if override == "1" else None
+    return MEASURED_CPU_KINDS.get(host_tuning.listed_kind(MEASURED_CPU_KINDS))
 
 
 def _eligible(x, w) -> bool:

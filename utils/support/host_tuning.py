@@ -18,8 +18,10 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
   gradient (g @ W.T, 128 x 1024 x 9216) that YNN does in 14 ms, and YNN's bfloat16 matmul runs
   at 3.7x its float32 one (the classic kernels convert bfloat16 to float32), so on Intel CPUs
   the list is ``individual_dot``: YNN matmuls, classic convolutions. On an AMD EPYC of the Zen
-  5 kind (family 26) YNN's float32 matmuls were as fast as the classic ones (paired rounds,
-  training 0.97-1.04x for A, S, V and F) and its bfloat16 ones ran at 1.8x its float32 peak
+  5 kind (family 26) YNN's float32 matmuls trained A, S and V 5-11 % faster than the classic
+  ones and F as fast (paired rounds, each setting in a process of its own, 2026-12-08; the
+  day before's paired figures had compared one setting with itself, ``utils.benchmark.paired``
+  then building both in one process), and its bfloat16 ones ran at 1.8x its float32 peak
   (bfloat16 training against float32: A and S 1.03-1.05x, V 0.88-1.37x in three runs of a
   machine whose speed drifted): Zen 5 takes Intel's list. The choice is by CPU kind as
   measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured. XLA reads its flags
@@ -103,12 +105,18 @@ def cpu_family() -> int | None:
 YNN_MATMUL_KINDS = (("GenuineIntel", None), ("AuthenticAMD", 26))
 
 
-def kernel_flag(vendor: str | None = None, family: int | None = None) -> str:
-    """The XLA flag ``apply()`` sets on a CPU of this kind (default: this machine's)."""
+def listed_kind(kinds, vendor: str | None = None, family: int | None = None):
+    """The (vendor, family) entry of ``kinds`` (family None: every family of the vendor) this
+    CPU kind (default: this machine's) is listed under, or None."""
     vendor = cpu_vendor() if vendor is None else vendor
     family = cpu_family() if family is None else family
-    ynn = any(vendor == kind and measured in (None, family)
-              for kind, measured in YNN_MATMUL_KINDS)
+    return next(((kind, measured) for kind, measured in kinds
+                 if kind == vendor and measured in (None, family)), None)
+
+
+def kernel_flag(vendor: str | None = None, family: int | None = None) -> str:
+    """The XLA flag ``apply()`` sets on a CPU of this kind (default: this machine's)."""
+    ynn = listed_kind(YNN_MATMUL_KINDS, vendor, family) is not None
     return f"{_KERNEL_FLAG_NAME}={'individual_dot' if ynn else ''}"
 
 
