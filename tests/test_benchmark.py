@@ -209,15 +209,22 @@ def test_paired_starts_each_variant_in_a_process_under_its_setting(capsys, monke
     classic = "--xla_cpu_experimental_ynn_fusion_type="
     ynn = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
     assert paired.main(["mlp", "--env", f"XLA_FLAGS={classic},FER_PAIRED_PROBE=a",
-                        f"XLA_FLAGS={ynn}", "--batch-size", "8", "--im-dim", "16", "16",
-                        "--rounds", "2", "--steps", "1"]) == 0
+                        f"XLA_FLAGS={ynn}", "--dtypes", "float32", "bfloat16", "--batch-size",
+                        "8", "--im-dim", "16", "16", "--rounds", "2", "--steps", "1"]) == 0
     printed = capsys.readouterr().out
+    first = f"XLA_FLAGS={classic},FER_PAIRED_PROBE=a,dtype=float32"
+    second = f"XLA_FLAGS={ynn},dtype=bfloat16"
     assert "| training |" in printed and "| inference |" in printed
-    assert f"speed-up of XLA_FLAGS={ynn} over XLA_FLAGS={classic},FER_PAIRED_PROBE=a" in printed
-    assert f"XLA_FLAGS of XLA_FLAGS={classic},FER_PAIRED_PROBE=a's process: {classic}\n" in printed
-    assert printed.rstrip().endswith(f"XLA_FLAGS of XLA_FLAGS={ynn}'s process: {ynn}")
+    assert f"speed-up of {second} over {first}" in printed
+    assert f"{first}'s process: XLA_FLAGS {classic}, compute dtype float32\n" in printed
+    assert printed.rstrip().endswith(f"{second}'s process: XLA_FLAGS {ynn}, compute dtype "
+                                     f"bfloat16")
     assert os.environ["FER_PAIRED_PROBE"] == "before"  # each setting restored after its start
     assert paired.paired_ratios([3, 1, 2], [1, 1, 1]) == {"median": 2, "q1": 1.0, "q3": 3.0}
+    assert paired.variant_names([{"A": "1"}, {"A": "2"}], ["float32"] * 2) == ["A=1", "A=2"]
+    with pytest.raises(SystemExit):
+        paired.main(["mlp", "--env", "FER_WINOGRAD=1", "FER_WINOGRAD=1"])
+    assert "the two variants are the same: give two settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         paired.main(["mlp", "--env", "FER_WINOGRAD", "FER_WINOGRAD=1"])
     assert "--env setting 'FER_WINOGRAD' is not NAME=VALUE" in capsys.readouterr().err

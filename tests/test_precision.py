@@ -168,4 +168,5 @@ def test_the_bfloat16_note_says_what_this_cpu_does_and_when_to_take_float32(
     finally:
         precision.bfloat16_matmul_convs.cache_clear()
     assert says in note
-    assert ("dtype=float32 is as fast" in note) is (says != "run as bfloat16 matrix products")
+    # bfloat16 has paid on none of the CPUs measured (on the Zen 5, paired: 0.87-1.00x)
+    assert "dtype=float32 is as fast" in note

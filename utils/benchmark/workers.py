@@ -150,7 +150,8 @@ class OursWorker(_JaxWorker):
                      "device": _device_report(), "matmul_size": size,
                      "host_tuning": host_tuning.applied(),
                      # what this process's XLA read when JAX started its backend (once)
-                     "xla_flags": os.environ.get("XLA_FLAGS", "")}
+                     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                     "compute_dtype": jnp.dtype(self.steps.dtype).name}
 
     def _eval_args(self) -> tuple:
         return self.state.params, self.state.bn_state, self.x

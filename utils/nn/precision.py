@@ -63,7 +63,8 @@ def bfloat16_cpu_note() -> str:
         return (f"bfloat16 on CPU: this CPU has {' and '.join(features)}: the matmuls and the "
                 f"convolutions with 128 or more input (or, backward, output) channels run as "
                 f"bfloat16 matrix products, narrower convolutions in float32 on the bfloat16 "
-                f"values")
+                f"values; where measured (A, S and V on a Zen 5, README: Benchmark) that trained "
+                f"at 0.87-1.00x float32's speed, so dtype=float32 is as fast and exact")
     why = (f"this CPU has {' and '.join(features)}, but XLA's kernels chosen for it "
            f"(utils.support.host_tuning) widen bfloat16 to float32" if features else
            "this CPU has no bfloat16 instructions")
