@@ -83,7 +83,6 @@ F4X4 = Tiles(
 TILES = {tiles.outputs: tiles for tiles in (F2X2, F4X4)}
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Layers:
     """The 3x3 convolutions a CPU kind takes the forward form for, as measured there."""
@@ -107,9 +106,9 @@ class Layers:
 # inference 0.94-0.98x) and faster for A (inference 1.28x): only layers as wide as A's 12x12
 # ones take it there.
 MIN_CHANNELS = 64
-MEASURED_CPU_KINDS = {("AuthenticAMD", 25): Layers(MIN_CHANNELS, 0, 1, weight_tiles=True),
-                      ("AuthenticAMD", 26): Layers(128, 128 * 256, 12, weight_tiles=False)}
 EVERY_LAYER = Layers(MIN_CHANNELS, 0, 1, weight_tiles=True)
+MEASURED_CPU_KINDS = {("AuthenticAMD", 25): EVERY_LAYER,  # Zen 3 and Zen 4
+                      ("AuthenticAMD", 26): Layers(128, 128 * 256, 12, weight_tiles=False)}
 # The weight gradient's forms (measured: see the module's docstring): F(4x4) on 12x12 maps with
 # C_in * C_out >= 32 * 64, else F(2x2) with C_in * C_out >= 64 * 128, else the plain
 # convolution's (fewer channels: the transformed tiles cost more than the products saved;

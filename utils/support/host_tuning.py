@@ -21,9 +21,9 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
   5 kind (family 26) YNN's float32 matmuls trained A, S and V 5-11 % faster than the classic
   ones and F as fast (paired rounds, each setting in a process of its own, 2026-12-08; the
   day before's paired figures had compared one setting with itself, ``utils.benchmark.paired``
-  then building both in one process), and its bfloat16 ones ran at 1.8x its float32 peak
-  (bfloat16 training against float32: A and S 1.03-1.05x, V 0.88-1.37x in three runs of a
-  machine whose speed drifted): Zen 5 takes Intel's list. The choice is by CPU kind as
+  then building both in one process); its bfloat16 ones ran at 1.8x its float32 peak, yet
+  bfloat16 trained A, S and V at 0.87-1.00x their float32 steps (paired the same way): Zen 5
+  takes Intel's list for its float32 matmuls. The choice is by CPU kind as
   measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured. XLA reads its flags
   once, when JAX starts its CPU backend, so ``apply()`` must run before the first computation
   (later, it only reaches child processes); an unknown flag aborts the process, so it is only
