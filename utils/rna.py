@@ -167,7 +167,7 @@ def conv2d(x, w, kept: tuple[int, int] | None = None):
     """
     if kept is not None and tuple(kept) != tuple(x.shape[1:3]):
         return _conv2d_kept(x, w, tuple(kept))
-    if x.dtype == jnp.bfloat16 and not _is_patch_conv(w) and jax.default_backend() == "cpu":
+    if precision.bfloat16_on_cpu(x) and not _is_patch_conv(w):
         return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
     if not _PLAIN_FORMS.get():
@@ -192,7 +192,7 @@ def _conv2d_kept(x, w, kept: tuple[int, int]):
     """conv2d(x, w)[:, :rows, :cols], kept = (rows, cols): no more computed where it can."""
     rows, cols = kept
     if (_PLAIN_FORMS.get() or _is_patch_conv(w) or os.environ.get("FER_KEPT_OUTPUTS") == "0"
-            or (x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu")):
+            or precision.bfloat16_on_cpu(x)):
         return conv2d(x, w)[:, :rows, :cols]
     w = w.astype(x.dtype)
     if winograd.chosen(x, w):

@@ -73,11 +73,11 @@ def measure(network: str, settings: list[dict], batch_size: int, im_dim, rounds:
                 workers.append(WorkerProcess("ours", {"network": network, "im_dim": list(im_dim),
                                                       "batch_size": batch_size, "dtype": dtype}))
         times = [{"train": [], "eval": []} for _ in workers]
+        batches = EVAL_BATCHES_PER_STEP * steps
         for number in range(rounds):
             order = (0, 1) if number % 4 in (0, 3) else (1, 0)  # ABBA: drifts cancel in pairs
             for index in order:
                 times[index]["train"].append(workers[index].call("train", steps) / steps * 1e3)
-                batches = EVAL_BATCHES_PER_STEP * steps
                 times[index]["eval"].append(workers[index].call("eval", batches) / batches * 1e3)
     finally:
         for worker in workers:

@@ -39,6 +39,15 @@ def accumulation_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def bfloat16_on_cpu(x) -> bool:
+    """Whether x is bfloat16 and runs on a CPU: where conv2d takes its bfloat16 forms
+    (``cpu_kernels.bfloat16_conv``)."""
+    import jax
+    import jax.numpy as jnp
+
+    return x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
+
+
 def cpu_bfloat16_features() -> list[str]:
     """The bfloat16 instructions this CPU has (empty where unknown)."""
     flags = (host_tuning.cpuinfo_field("flags") or "").split()
