@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import json
+from typing import NamedTuple
 
 import pytest
 
@@ -156,6 +157,101 @@ def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         "python -m utils.benchmark.breakdown: error: network V pools 2x2 4 times, so it needs "
         "inputs of at least 16x16; got 4x4")
+
+
+class _ProfilerEvent(NamedTuple):  # what torch.profiler's key_averages yields, in part
+    key: str
+    input_shapes: list
+    cpu_time_total: float  # microseconds, over all the profiled steps
+
+
+def test_the_peers_convolutions_are_credited_to_the_layer_of_their_shape():
+    from utils.benchmark.peers.torch_profile import conv_milliseconds, median_times
+
+    events = [  # three profiled steps; a forward reads (input, weight), a backward (grad, ...)
+        _ProfilerEvent("aten::convolution", [[8, 1, 48, 48], [32, 1, 3, 3], [], [], []], 6000.0),
+        _ProfilerEvent("aten::convolution_backward",
+                       [[8, 32, 48, 48], [8, 1, 48, 48], [32, 1, 3, 3], [], []], 9000.0),
+        _ProfilerEvent("aten::convolution", [[8, 32, 24, 24], [64, 32, 3, 3]], 3000.0),
+        _ProfilerEvent("aten::native_batch_norm", [[8, 32, 48, 48], [32], [32]], 50000.0),
+    ]
+    assert conv_milliseconds(events, steps=3) == {
+        (1, 48, 48, 32, 3, 3): {"forward": 2.0, "backward": 3.0},
+        (32, 24, 24, 64, 3, 3): {"forward": 1.0, "backward": 0.0}}
+    shape = (1, 48, 48, 32, 3, 3)
+    steps = [{shape: {"forward": ms, "backward": 10 * ms}} for ms in (3.0, 90.0, 1.0)]
+    assert median_times(steps) == {shape: {"forward": 3.0, "backward": 30.0}}
+
+
+def test_the_peer_comparison_pairs_each_conv_layer_with_its_shapes_time():
+    from utils.benchmark import breakdown
+    from utils.models.networks import get_network
+
+    assert breakdown.conv_layer_shapes(get_network("S", im_dim=[40, 40])) == [
+        ("conv 32@3x3 BN pool 2x2 relu drop 0.1", (1, 40, 40, 32, 3, 3)),
+        ("conv 64@3x3 BN pool 2x2 relu drop 0.2", (32, 20, 20, 64, 3, 3)),
+        ("conv 128@3x3 BN pool 2x2 relu drop 0.3", (64, 10, 10, 128, 3, 3)),
+        ("conv 256@3x3 BN pool 2x2 relu drop 0.4", (128, 5, 5, 256, 3, 3))]
+    first, twin = (1, 8, 8, 4, 3, 3), (4, 8, 8, 4, 3, 3)
+    # two layers of one name and shape: each keeps its own pieces, the peer's time is shared
+    rows = [("conv 4", "conv forward", 1.0), ("conv 4", "conv weight gradient", 2.0),
+            ("conv 4", "conv layer (forward + backward)", 5.0),
+            ("conv 4 b", "conv forward", 3.0), ("conv 4 b", "conv input gradient", 4.0),
+            ("conv 4 b", "conv weight gradient", 5.0),
+            ("conv 4 b", "conv layer (forward + backward)", 14.0),
+            ("conv 4 b", "conv forward", 6.0), ("conv 4 b", "conv input gradient", 7.0),
+            ("conv 4 b", "conv weight gradient", 8.0),
+            ("conv 4 b", "conv layer (forward + backward)", 25.0),
+            ("hidden 8", "dense layer (forward + backward)", 0.5),
+            ("network", "whole training step", 50.0)]
+    peer = {"convs": {first: {"forward": 0.5, "backward": 1.5},
+                      twin: {"forward": 4.0, "backward": 8.0}},
+            "step_ms": 40.0, "name": "PyTorch (NCHW)", "version": "2", "threads": 2,
+            "profiled_steps": 3}
+    shapes = [("conv 4", first), ("conv 4 b", twin), ("conv 4 b", twin)]
+    assert breakdown.peer_comparison(rows, shapes, peer) == [
+        ("conv 4", 1.0, 2.0, 0.5, 1.5), ("conv 4 b", 3.0, 9.0, 2.0, 4.0),
+        ("conv 4 b", 6.0, 15.0, 2.0, 4.0), ("all conv layers", 10.0, 26.0, 4.5, 9.5)]
+    classes = breakdown.op_classes(rows)
+    assert classes["convolutions"] == 36.0
+    assert classes["conv-layer tails (BN, pooling, activation, dropout)"] == 2.0 + 2.0 + 4.0
+    printed = breakdown.format_peer_comparison(rows, shapes, peer)
+    assert "| conv 4 | 1.0 | 2.0 | 0.5 | 1.5 | 0.67x |" in printed
+    assert printed.splitlines()[-1] == (
+        "| whole training step (best round; PyTorch (NCHW)'s unprofiled) | 50.0 | | 40.0 | "
+        "| 0.80x |")
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (the bench extra)")
+def test_the_peers_profile_times_every_conv_layer_of_the_network():
+    from utils.benchmark import breakdown
+    from utils.benchmark.peers.torch_profile import profile_steps
+    from utils.models.networks import get_network
+
+    network = get_network("S", im_dim=[16, 16])
+    peer = profile_steps(network, 4, channels_last=True, rounds=1, steps=1)
+    assert set(peer["convs"]) == {shape for _, shape in breakdown.conv_layer_shapes(network)}
+    assert all(times["forward"] > 0 and times["backward"] > 0
+               for times in peer["convs"].values())
+    assert peer["step_ms"] > 0 and peer["name"] == "PyTorch channels_last"
+
+
+def test_breakdown_refuses_a_peer_it_cannot_compare(capsys, monkeypatch):
+    from utils.benchmark import breakdown
+
+    with pytest.raises(SystemExit):
+        breakdown.main(["S", "--peer", "torch", "--dtype", "bfloat16"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m utils.benchmark.breakdown: error: --peer compares float32 steps: leave "
+        "--dtype out")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "torch" else find_spec(name, *args))
+    with pytest.raises(SystemExit):
+        breakdown.main(["S", "--peer", "torch_cl"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m utils.benchmark.breakdown: error: --peer needs PyTorch, which is not "
+        "installed: pip install -e '.[bench]'")
 
 
 def test_distill_times_the_step_without_a_teacher_and_with_each_view_choice(tmp_path, capsys):

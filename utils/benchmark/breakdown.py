@@ -2,6 +2,7 @@
 
     python -m utils.benchmark.breakdown V --batch-size 128 --rounds 3 [--dtype bfloat16]
     python -m utils.benchmark.breakdown V --im-dim 40 40     # on the modern recipe's windows
+    python -m utils.benchmark.breakdown V --peer torch_cl    # beside PyTorch's, layer by layer
 
 Each layer of the network is timed on its own, as compiled pieces on the input it sees in a
 real step: a conv layer's convolution (forward, input gradient, weight gradient) and the
@@ -10,10 +11,17 @@ activation, dropout); residual blocks and dense layers forward and backward as a
 SGD update; and the whole training step (``utils.training.steps.Steps.train``), in interleaved
 rounds, best of each. What the pieces do not cover (the loss, XLA's work between layers, and
 what it overlaps) is the whole step minus their sum.
+
+``--peer torch`` / ``torch_cl`` (the ``bench`` extra) then trains the same network in PyTorch
+(NCHW, or channels_last) and sets its convolutions' forward and backward, profiled inside its
+own training step (``peers.torch_profile``), beside ours layer by layer, with both whole steps:
+where the step's gap to PyTorch lies. Ours and the peer's are measured one after the other,
+not interleaved: on a machine whose speed drifts, run it twice.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from collections import defaultdict
@@ -67,6 +75,53 @@ def _layer_kind(params) -> str | None:
     return None  # pooling, flatten: no parameters, timed within the whole step only
 
 
+def conv_layer_shapes(network) -> list[tuple[str, tuple]]:
+    """(layer name, (C_in, H, W, C_out, kh, kw)) of each conv layer, in order."""
+    import jax
+
+    shapes, shape = [], tuple(network.input_shape)
+    for layer in network.body.layers:
+        out_shape, params, _ = layer.init(jax.random.key(0), shape)
+        if _layer_kind(params) == "conv":
+            kh, kw, c_in, c_out = params["w"].shape
+            shapes.append((layer.name, (c_in, shape[0], shape[1], c_out, kh, kw)))
+        shape = out_shape
+    return shapes
+
+
+def peer_comparison(rows, layer_shapes, peer: dict) -> list[tuple]:
+    """(layer, ours forward, ours backward, peer forward, peer backward) ms for each conv layer
+    (a shape's peer time shared by the layers of that shape), then the convolutions' totals."""
+    sharing = defaultdict(int)
+    for _, shape in layer_shapes:
+        sharing[shape] += 1
+    table = []
+    for (layer, forward, backward, _), (_, shape) in zip(conv_layers(rows), layer_shapes,
+                                                         strict=True):
+        times = peer["convs"].get(shape, {"forward": float("nan"), "backward": float("nan")})
+        table.append((layer, forward, backward, times["forward"] / sharing[shape],
+                      times["backward"] / sharing[shape]))
+    table.append(("all conv layers", *(sum(row[i] for row in table) for i in range(1, 5))))
+    return table
+
+
+def format_peer_comparison(rows, layer_shapes, peer: dict) -> str:
+    name = peer["name"]
+    whole = next(ms for _, kind, ms in rows if kind == "whole training step")
+    steps = peer["profiled_steps"]
+    lines = ["", f"Beside {name} {peer['version']} ({peer['threads']} threads): its "
+             f"convolutions profiled in its own training step (median of {steps} steps), ms; "
+             f"speed = {name}'s ms / ours",
+             f"| layer | ours forward | ours backward | {name} forward | {name} backward "
+             f"| speed, forward + backward |", "|---|---|---|---|---|---|"]
+    for layer, ours_f, ours_b, peer_f, peer_b in peer_comparison(rows, layer_shapes, peer):
+        lines.append(f"| {layer} | {ours_f:.1f} | {ours_b:.1f} | {peer_f:.1f} | {peer_b:.1f} "
+                     f"| {(peer_f + peer_b) / (ours_f + ours_b):.2f}x |")
+    lines.append(f"| whole training step (best round; {name}'s unprofiled) | {whole:.1f} | "
+                 f"| {peer['step_ms']:.1f} | | {peer['step_ms'] / whole:.2f}x |")
+    return "\n".join(lines)
+
+
 def measure(network_name: str, batch_size: int, dtype: str, rounds: int,
             im_dim: tuple[int, int] | None = None) -> dict:
     """Best milliseconds of each piece; ``im_dim``: the input's size (the network's own by
@@ -100,17 +155,31 @@ def measure(network_name: str, batch_size: int, dtype: str, rounds: int,
             "im_dim": tuple(network.input_shape[:2])}
 
 
+def conv_layers(rows) -> list[tuple[str, float, float, float]]:
+    """(layer, its convolution's forward, its backward (input + weight gradient), the whole
+    layer forward and backward) ms for each conv layer, in order: a layer's conv pieces come
+    before its whole-layer row (two layers may have the same name)."""
+    layers, forward, backward = [], 0.0, 0.0
+    for layer, kind, ms in rows:
+        if kind == "conv forward":
+            forward += ms
+        elif kind in ("conv input gradient", "conv weight gradient"):
+            backward += ms
+        elif kind == "conv layer (forward + backward)":
+            layers.append((layer, forward, backward, ms))
+            forward, backward = 0.0, 0.0
+    return layers
+
+
 def op_classes(rows) -> dict[str, float]:
     """Milliseconds per op class: conv-layer tails are the whole layers minus their convs."""
-    classes, convs = defaultdict(float), defaultdict(float)
+    classes = defaultdict(float)
+    for _, forward, backward, whole_layer in conv_layers(rows):
+        classes["convolutions"] += forward + backward
+        classes["conv-layer tails (BN, pooling, activation, dropout)"] += (
+            whole_layer - forward - backward)
     for layer, kind, ms in rows:
-        if kind.startswith("conv ") and kind != "conv layer (forward + backward)":
-            classes["convolutions"] += ms
-            convs[layer] += ms
-    for layer, kind, ms in rows:
-        if kind == "conv layer (forward + backward)":
-            classes["conv-layer tails (BN, pooling, activation, dropout)"] += ms - convs[layer]
-        elif kind in ("residual block layer (forward + backward)",
+        if kind in ("residual block layer (forward + backward)",
                       "dense layer (forward + backward)", "SGD update"):
             classes[kind.replace(" layer (forward + backward)", "s")] += ms
     whole = next(ms for _, kind, ms in rows if kind == "whole training step")
@@ -141,7 +210,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--im-dim", type=int, nargs=2, metavar=("H", "W"),
                         help="the input's size (default: the network's own, 48 48)")
+    parser.add_argument("--peer", choices=("torch", "torch_cl"),
+                        help="also profile PyTorch's convolutions (NCHW, or channels_last) in "
+                             "its training step and set them beside ours, layer by layer")
     args = parser.parse_args(argv)
+    if args.peer and importlib.util.find_spec("torch") is None:
+        parser.error("--peer needs PyTorch, which is not installed: pip install -e '.[bench]'")
+    if args.peer and args.dtype != "float32":
+        parser.error("--peer compares float32 steps: leave --dtype out")
     from utils.support import host_tuning
 
     host_tuning.apply()
@@ -153,6 +229,13 @@ def main(argv=None) -> int:
         parser.error(str(error))
     result = measure(args.network, args.batch_size, args.dtype, args.rounds, args.im_dim)
     print(format_breakdown(args.network, args.batch_size, args.dtype, result))
+    if args.peer:
+        from utils.benchmark.peers.torch_profile import profile_steps
+
+        network = get_network(args.network, **({"im_dim": args.im_dim} if args.im_dim else {}))
+        peer = profile_steps(network, args.batch_size, channels_last=args.peer == "torch_cl",
+                             rounds=args.rounds)
+        print(format_peer_comparison(result["rows"], conv_layer_shapes(network), peer))
     return 0
 
 
