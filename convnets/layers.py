@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from utils import rna
+from utils.nn import cpu_bfloat16
 from utils.nn.layer import Layer, init_linear, linear_tail, sub_key
 
 
@@ -27,6 +28,9 @@ def conv_layer(n_filters: int, *, kernel: int = 3, pool: int | None = None, acti
         return (h, w, n_filters), params, state
 
     def apply(params, state, x, *, train, key=None):
+        if cpu_bfloat16.float32_layer(x, params["w"]):  # no bfloat16 kernel for it on this CPU
+            y, state = apply(params, state, x.astype(jnp.float32), train=train, key=key)
+            return y.astype(x.dtype), state
         statistics = rna.conv2d_statistics(x, params["w"]) if train and batch_norm else None
         # At test time no output the pooling drops (a ragged border) is computed; training's
         # batch statistics and noise cover the whole map.

@@ -15,10 +15,11 @@ from launcher_support import quick_config
 from test_parallel import run_on_devices, stop_and_resume_on_devices
 from test_resume import assert_same_run, final_model
 
+from convnets.layers import conv_layer
 from convnets.networks import Conv, Pool, build_convnet
 from loaders.sample import ensure_sample_dataset
 from utils.experiments.keywords import KeywordError, resolve
-from utils.nn import precision
+from utils.nn import cpu_bfloat16, precision
 from utils.models.model_io import load_model
 from utils.training.optim import make_optimizer, make_schedule
 from utils.predict import EmotionModel
@@ -70,15 +71,60 @@ def test_bfloat16_trains_like_float32_from_the_same_seed_and_keeps_float32_state
         np.testing.assert_array_equal(a, b)
 
 
-def test_bfloat16_runs_the_convolutions_and_matmuls_on_bfloat16_values():
-    # On bfloat16 values: bfloat16 operands, or, for XLA's CPU convolutions, float32 widened
-    # from bfloat16 (cpu_kernels.bfloat16_conv: the products are exact either way).
+def test_bfloat16_runs_the_products_on_bfloat16_values():
+    # The dense layers' products take bfloat16 operands. Every conv here has fewer than 128
+    # channels: on a CPU its layer computes in float32 (cpu_bfloat16.float32_layer: from its
+    # bfloat16 input widened, with the float32 weights; the next test); elsewhere on bfloat16
+    # operands.
     steps, state, _, x = train("bfloat16", n_steps=1)
     products = products_and_operands(
         jax.make_jaxpr(steps._eval_step)(state.params, state.bn_state, x).jaxpr)
-    assert len(products) >= 4  # 2 convs, the im2col one (a dot), 2 dense layers
-    for eqn, operand_dtypes in products:
-        assert operand_dtypes == {jnp.dtype(jnp.bfloat16)}, eqn
+    convs = [dtypes for eqn, dtypes in products if eqn.primitive.name == "conv_general_dilated"]
+    dots = [dtypes for eqn, dtypes in products if eqn.primitive.name == "dot_general"]
+    assert len(convs) == 2 and len(dots) == 2  # the 3x3 on the image is its taps summed
+    bfloat16, float32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
+    assert dots == [{bfloat16}] * 2
+    on_cpu = jax.default_backend() == "cpu"
+    assert convs == [{float32} if on_cpu else {bfloat16}] * 2
+
+
+@pytest.mark.parametrize("c_in,c_out,matmul_convs,in_float32", [
+    (128, 128, True, False), (64, 128, True, True), (128, 64, True, True),
+    (128, 128, False, True)])
+def test_a_conv_layer_computes_in_float32_on_a_cpu_where_bfloat16_has_no_kernel_for_it(
+        monkeypatch, c_in, c_out, matmul_convs, in_float32):
+    # Both the forward (c_in) and the input gradient (c_out) must be bfloat16 products.
+    monkeypatch.setattr(precision, "bfloat16_matmul_convs", lambda: matmul_convs)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    x, w = jnp.zeros((1, 4, 4, c_in), jnp.bfloat16), jnp.zeros((3, 3, c_in, c_out))
+    assert cpu_bfloat16.float32_layer(x, w) is in_float32
+    assert not cpu_bfloat16.float32_layer(x.astype(jnp.float32), w)  # nothing to decide
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not cpu_bfloat16.float32_layer(x, w)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's bfloat16 layers")
+def test_a_narrow_conv_layer_in_bfloat16_is_its_float32_layer_on_the_widened_input():
+    layer = conv_layer(16, pool=2, p_drop=0.25)
+    _, params, state = layer.init(jax.random.key(0), (8, 8, 8))
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 8)).astype(jnp.bfloat16)
+    g = jax.random.normal(jax.random.key(2), (4, 4, 4, 16))
+    for train in (True, False):
+        def run(x, p, train=train):
+            return layer.apply(p, state, x, train=train, key=jax.random.key(3))
+        (y16, state16), vjp16 = jax.vjp(run, x, params)
+        (y32, state32), vjp32 = jax.vjp(run, x.astype(jnp.float32), params)
+        assert y16.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(y16, y32.astype(jnp.bfloat16))
+        for a, b in zip(jax.tree_util.tree_leaves(state16), jax.tree_util.tree_leaves(state32)):
+            np.testing.assert_array_equal(a, b)
+        zero_state = jax.tree_util.tree_map(jnp.zeros_like, state)
+        dx16, dp16 = vjp16((g.astype(jnp.bfloat16), zero_state))
+        dx32, dp32 = vjp32((g.astype(jnp.bfloat16).astype(jnp.float32), zero_state))
+        assert dx16.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(dx16, dx32.astype(jnp.bfloat16))
+        for a, b in zip(jax.tree_util.tree_leaves(dp16), jax.tree_util.tree_leaves(dp32)):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_dtype_that_is_not_a_compute_dtype_is_refused():
@@ -168,5 +214,5 @@ def test_the_bfloat16_note_says_what_this_cpu_does_and_when_to_take_float32(
     finally:
         precision.bfloat16_matmul_convs.cache_clear()
     assert says in note
-    # bfloat16 has paid on none of the CPUs measured (on the Zen 5, paired: 0.87-1.00x)
+    # bfloat16 has paid on none of the CPUs measured (on the Zen 5, paired: 0.98-1.03x)
     assert "dtype=float32 is as fast" in note

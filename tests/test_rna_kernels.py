@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from utils.nn import cpu_batch_norm, cpu_kernels
+from utils.nn import cpu_batch_norm, cpu_bfloat16, cpu_kernels
 
 from utils import rna
 
@@ -332,7 +332,7 @@ def test_bfloat16_conv_gives_the_float32_sums_of_the_bfloat16_values(kernel, c_i
     w_values = w.astype(jnp.bfloat16).astype(jnp.float32)  # the weights the conv multiplies
     y_ref, vjp_ref = jax.vjp(plain_conv, x.astype(jnp.float32), w_values)
     dx_ref, dw_ref = vjp_ref(g.astype(jnp.float32))
-    y, vjp = jax.vjp(lambda x, w: cpu_kernels.bfloat16_conv(x, w, tap_matmuls), x, w)
+    y, vjp = jax.vjp(lambda x, w: cpu_bfloat16.bfloat16_conv(x, w, tap_matmuls), x, w)
     dx, dw = vjp(g)
     assert (y.dtype, dx.dtype, dw.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
     # Sums in float32 (another order than XLA's), then rounded once to bfloat16 (2^-8 apart).

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from utils.nn import cpu_batch_norm, cpu_kernels, precision, winograd
+from utils.nn import cpu_batch_norm, cpu_bfloat16, cpu_kernels, precision, winograd
 from utils.support.names import closest_name
 
 BN_EPSILON = 1e-5
@@ -153,7 +153,7 @@ def conv2d(x, w, kept: tuple[int, int] | None = None):
     zero outside the image, computed in x's dtype (the network's compute dtype) and summed
     in float32. A small window (the 3x3 conv on the grayscale input) takes a faster form on
     CPU (``cpu_kernels.patch_conv``: its taps summed at inference, one matrix product with
-    its im2col patches in training), and so does bfloat16 on CPU (``cpu_kernels.bfloat16_conv``:
+    its im2col patches in training), and so does bfloat16 on CPU (``cpu_bfloat16.bfloat16_conv``:
     the same sums from float32 convs of the widened values, or from bfloat16 matrix products).
     A 3x3 window with 64 or more channels in and out is, on the CPUs measured, Winograd's
     F(2x2, 3x3) forward and in its input gradient (``winograd.conv3x3``: 2.25x fewer products),
@@ -168,7 +168,7 @@ def conv2d(x, w, kept: tuple[int, int] | None = None):
     if kept is not None and tuple(kept) != tuple(x.shape[1:3]):
         return _conv2d_kept(x, w, tuple(kept))
     if precision.bfloat16_on_cpu(x) and not _is_patch_conv(w):
-        return cpu_kernels.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
+        return cpu_bfloat16.bfloat16_conv(x, w, precision.bfloat16_matmul_convs())
     w = w.astype(x.dtype)
     if not _PLAIN_FORMS.get():
         if _is_patch_conv(w):

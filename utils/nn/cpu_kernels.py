@@ -140,7 +140,7 @@ def patch_conv(x, w):
     acc = accumulation_dtype(x.dtype)
     weights = w.astype(acc).reshape(kh * kw, c_in, c_out)
     y = None
-    for k, tap in enumerate(_same_taps(x.astype(acc), kh, kw)):
+    for k, tap in enumerate(same_taps(x.astype(acc), kh, kw)):
         for c in range(c_in):
             term = tap[..., c:c + 1] * weights[k, c]
             y = term if y is None else y + term
@@ -150,7 +150,7 @@ def patch_conv(x, w):
 def patches(x, kh: int, kw: int):
     """The im2col matrix of a 'same' kh x kw window: one row of kh*kw*c values per pixel."""
     n, h, width, _ = x.shape
-    return jnp.concatenate(_same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
+    return jnp.concatenate(same_taps(x, kh, kw), axis=-1).reshape(n * h * width, -1)
 
 
 def same_padding(kh: int, kw: int) -> tuple:
@@ -158,7 +158,7 @@ def same_padding(kh: int, kw: int) -> tuple:
     return ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)
 
 
-def _same_taps(x, kh: int, kw: int) -> list:
+def same_taps(x, kh: int, kw: int) -> list:
     """The kh*kw shifted views of x that a 'same' kernel's taps (i, j) see, row-major."""
     _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), *same_padding(kh, kw), (0, 0)))
@@ -214,22 +214,6 @@ def conv_input_gradient(x, w, g):
     return jax.vjp(lambda x: conv_same_float32(x, w), x)[1](g)[0]
 
 
-# --------------------------------------------------------------------------------------------
-# bfloat16 convolutions on CPU. XLA's CPU convolutions widen bfloat16 to float32 inside their
-# loops and ran slower than float32 ones (48x48, 32 channels, batch 128: 28.8 ms against 23.4).
-# Products of bfloat16 values are exact in float32, so the same sums (in float32, as on every
-# path) come from float32 convolutions of the widened values, or, where the CPU has bfloat16
-# matrix instructions, from one bfloat16 matrix product per tap of the window: YNNPACK's
-# bfloat16 matmul outruns the float32 conv once the product's contraction is wide (measured
-# on a Sapphire Rapids, batch 128: 12x12x128 -> 128 forward 15.7 ms against 19.5, input
-# gradient 12.7 against 19.3; 6x6x256 -> 256: 6.8 and 6.5 against 18.6 and 19.7; with 64
-# input channels it was slower). The weight gradient stays a float32 convolution (the taps'
-# products reduce over the whole batch, where YNN's matmul ran at half the conv's speed) and
-# reaches the float32 weights without passing through bfloat16.
-# --------------------------------------------------------------------------------------------
-TAP_MATMUL_MIN_CHANNELS = 128
-
-
 def conv_same_float32(x, w):
     """The 'same' cross-correlation of NHWC x with HWIO w, widened to and computed in float32."""
     return lax.conv_general_dilated(
@@ -237,58 +221,11 @@ def conv_same_float32(x, w):
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def tap_matmul_conv(x, w):
-    """The same conv as one matrix product per tap of the window, each shifted view of x (in
-    its dtype) times that tap's weights, summed in float32; returned in x's dtype."""
-    kh, kw, c_in, c_out = w.shape
-    taps = w.astype(x.dtype).reshape(kh * kw, c_in, c_out)
-    y = None
-    for k, view in enumerate(_same_taps(x, kh, kw)):
-        term = jnp.matmul(view.reshape(-1, c_in), taps[k], preferred_element_type=jnp.float32)
-        y = term if y is None else y + term
-    return y.reshape(*x.shape[:3], c_out).astype(x.dtype)
-
-
 def input_gradient_filters(w):
     """The filters whose 'same' convolution of the output gradient is the input gradient of an
     odd window's 'same' convolution (which pads evenly): w rotated by 180 degrees, its input
     and output channels swapped."""
     return jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-
-
-def _bfloat16_conv_forward(x, w, tap_matmuls: bool):
-    if tap_matmuls and w.shape[2] >= TAP_MATMUL_MIN_CHANNELS:
-        return tap_matmul_conv(x, w)
-    return conv_same_float32(x, w).astype(x.dtype)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def bfloat16_conv(x, w, tap_matmuls: bool):
-    """'same' cross-correlation of bfloat16 NHWC x with HWIO w (float32 weights, used as
-    bfloat16), summed in float32, returned in bfloat16; ``tap_matmuls``: wide convolutions as
-    bfloat16 matrix products (``precision.bfloat16_matmul_convs``)."""
-    return _bfloat16_conv_forward(x, w.astype(x.dtype), tap_matmuls)
-
-
-def _bfloat16_conv_fwd(x, w, tap_matmuls):
-    return bfloat16_conv(x, w, tap_matmuls), (x, w)
-
-
-def _bfloat16_conv_bwd(tap_matmuls, residuals, g):
-    x, w = residuals
-    kh, kw = w.shape[:2]
-    low = w.astype(x.dtype)
-    if kh % 2 and kw % 2:  # an odd window's 'same' pads evenly
-        dx = _bfloat16_conv_forward(g, input_gradient_filters(low), tap_matmuls)
-    else:
-        dx = jax.vjp(lambda x32: conv_same_float32(x32, low), x.astype(jnp.float32))[1](
-            g.astype(jnp.float32))[0].astype(x.dtype)
-    dw = jax.vjp(lambda w32: conv_same_float32(x, w32), low.astype(jnp.float32))[1](
-        g.astype(jnp.float32))[0]
-    return dx, dw.astype(w.dtype)
-
-
-bfloat16_conv.defvjp(_bfloat16_conv_fwd, _bfloat16_conv_bwd)
 
 
 # --------------------------------------------------------------------------------------------

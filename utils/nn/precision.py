@@ -4,7 +4,9 @@ bfloat16 is mixed precision: parameters and optimiser state stay float32 (the up
 float32); convolutions, matmuls and the activations between them run in bfloat16, their sums
 in float32; batch-norm statistics and arithmetic, the logits, the softmax and the cost are
 float32, so population statistics and model files are the same as in float32. Dropout masks
-and noise are drawn in float32: the same seed drops the same units in both dtypes.
+and noise are drawn in float32: the same seed drops the same units in both dtypes. On a CPU a
+conv layer computes in float32 where its convolution has no bfloat16 kernel there
+(``cpu_bfloat16.float32_layer``), taking and giving bfloat16.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def accumulation_dtype(dtype):
 
 def bfloat16_on_cpu(x) -> bool:
     """Whether x is bfloat16 and runs on a CPU: where conv2d takes its bfloat16 forms
-    (``cpu_kernels.bfloat16_conv``)."""
+    (``cpu_bfloat16.bfloat16_conv``)."""
     import jax
     import jax.numpy as jnp
 
@@ -57,7 +59,7 @@ def cpu_bfloat16_features() -> list[str]:
 @lru_cache(maxsize=None)
 def bfloat16_matmul_convs() -> bool:
     """Whether wide bfloat16 convolutions run as bfloat16 matrix products on this CPU
-    (``cpu_kernels.bfloat16_conv``): where it has bfloat16 instructions and XLA runs matmuls
+    (``cpu_bfloat16.bfloat16_conv``): where it has bfloat16 instructions and XLA runs matmuls
     through YNNPACK (``host_tuning``: the Intel and Zen 5 CPUs measured; on Intel YNN's
     bfloat16 matmul ran at 3.7x its float32 one). Decided once per process, when the first
     network is traced."""
@@ -70,10 +72,10 @@ def bfloat16_cpu_note() -> str:
     features = cpu_bfloat16_features()
     if bfloat16_matmul_convs():
         return (f"bfloat16 on CPU: this CPU has {' and '.join(features)}: the matmuls and the "
-                f"convolutions with 128 or more input (or, backward, output) channels run as "
-                f"bfloat16 matrix products, narrower convolutions in float32 on the bfloat16 "
-                f"values; where measured (A, S and V on a Zen 5, README: Benchmark) that trained "
-                f"at 0.87-1.00x float32's speed, so dtype=float32 is as fast and exact")
+                f"convolutions with 128 or more channels in and out run as bfloat16 matrix "
+                f"products, the other conv layers in float32; where measured (A, S and V on a "
+                f"Zen 5, README: Benchmark) that trained at 0.98-1.03x float32's speed and "
+                f"inferred at 0.80-0.89x, so dtype=float32 is as fast and exact")
     why = (f"this CPU has {' and '.join(features)}, but XLA's kernels chosen for it "
            f"(utils.support.host_tuning) widen bfloat16 to float32" if features else
            "this CPU has no bfloat16 instructions")

@@ -22,7 +22,8 @@ the process as it was (the benchmark does, to measure them). ``applied()`` says 
   ones and F as fast (paired rounds, each setting in a process of its own, 2026-12-08; the
   day before's paired figures had compared one setting with itself, ``utils.benchmark.paired``
   then building both in one process); its bfloat16 ones ran at 1.8x its float32 peak, yet
-  bfloat16 trained A, S and V at 0.87-1.00x their float32 steps (paired the same way): Zen 5
+  bfloat16 trained A, S and V at 0.87-1.00x their float32 steps (paired the same way; 0.98-1.03x
+  once the narrow conv layers computed in float32, ``cpu_bfloat16.float32_layer``): Zen 5
   takes Intel's list for its float32 matmuls. The choice is by CPU kind as
   measured (``YNN_MATMUL_KINDS``), never assumed for a kind not measured. XLA reads its flags
   once, when JAX starts its CPU backend, so ``apply()`` must run before the first computation
