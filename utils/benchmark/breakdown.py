@@ -214,10 +214,10 @@ def main(argv=None) -> int:
                         help="also profile PyTorch's convolutions (NCHW, or channels_last) in "
                              "its training step and set them beside ours, layer by layer")
     args = parser.parse_args(argv)
-    if args.peer and importlib.util.find_spec("torch") is None:
-        parser.error("--peer needs PyTorch, which is not installed: pip install -e '.[bench]'")
     if args.peer and args.dtype != "float32":
         parser.error("--peer compares float32 steps: leave --dtype out")
+    if args.peer and importlib.util.find_spec("torch") is None:
+        parser.error("--peer needs PyTorch, which is not installed: pip install -e '.[bench]'")
     from utils.support import host_tuning
 
     host_tuning.apply()
