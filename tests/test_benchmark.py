@@ -4,8 +4,11 @@ import os
 import json
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+from convnets.networks import Conv, Pool, build_convnet
 from loaders.sample import ensure_sample_dataset
 from utils.benchmark import cli, measure
 
@@ -141,6 +144,20 @@ def test_breakdown_times_every_layer_and_sums_the_op_classes_to_the_step():
     printed = breakdown.format_breakdown("tiny", 8, "float32", result)
     assert printed.startswith("tiny @ 8 float32, 24x24 inputs: one training step")
     assert "| op class | ms | % of the step |" in printed
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's bfloat16 layers")
+def test_breakdown_in_bfloat16_times_a_narrow_layers_convolution_in_float32():
+    # such a layer convolves in float32 (cpu_bfloat16.float32_layer): its pieces must too,
+    # or the tails (the whole layer minus its pieces) would be wrong
+    from utils.benchmark import breakdown
+
+    network = build_convnet("narrow", [Conv(8), Pool(), Conv(16), Pool()], im_dim=[8, 8])
+    pieces = breakdown.layer_pieces(network, 2, jnp.bfloat16)
+    convs = [args for _, kind, _, args in pieces
+             if kind.startswith("conv ") and "layer" not in kind]
+    assert len(convs) == 2 * 3 - 1  # the first layer has no input gradient
+    assert {args[0].dtype for args in convs} == {jnp.dtype(jnp.float32)}
 
 
 def test_breakdown_refuses_an_unknown_network_in_one_sentence(capsys):

@@ -35,6 +35,7 @@ def layer_pieces(network, batch_size: int, dtype) -> list[tuple[str, str, object
     import numpy as np
 
     from utils import rna
+    from utils.nn import cpu_bfloat16
 
     params, state = network.init(jax.random.key(0))
     rng = np.random.default_rng(0)
@@ -52,13 +53,15 @@ def layer_pieces(network, batch_size: int, dtype) -> list[tuple[str, str, object
         kind = _layer_kind(p)
         if kind == "conv":
             w = p["w"]
-            z_grad = jax.numpy.asarray(rng.normal(size=rna.conv2d(h, w).shape), h.dtype)
-            pieces.append((layer.name, "conv forward", rna.conv2d, (h, w)))
+            # the dtype the layer convolves in (bfloat16 on a CPU: float32 for narrow layers)
+            x = h.astype(jax.numpy.float32) if cpu_bfloat16.float32_layer(h, w) else h
+            z_grad = jax.numpy.asarray(rng.normal(size=rna.conv2d(x, w).shape), x.dtype)
+            pieces.append((layer.name, "conv forward", rna.conv2d, (x, w)))
             if index:
-                pieces.append((layer.name, "conv input gradient", lambda h, w, g: jax.vjp(
-                    lambda h: rna.conv2d(h, w), h)[1](g), (h, w, z_grad)))
-            pieces.append((layer.name, "conv weight gradient", lambda h, w, g: jax.vjp(
-                lambda w: rna.conv2d(h, w), w)[1](g), (h, w, z_grad)))
+                pieces.append((layer.name, "conv input gradient", lambda x, w, g: jax.vjp(
+                    lambda x: rna.conv2d(x, w), x)[1](g), (x, w, z_grad)))
+            pieces.append((layer.name, "conv weight gradient", lambda x, w, g: jax.vjp(
+                lambda w: rna.conv2d(x, w), w)[1](g), (x, w, z_grad)))
         if kind:
             pieces.append((layer.name, f"{kind} layer (forward + backward)", whole, (h, p, g)))
         h = out
