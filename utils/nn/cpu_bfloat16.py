@@ -17,8 +17,8 @@ out, or no bfloat16 matmul kernels) gains nothing from bfloat16 values: XLA's CP
 computes bfloat16 elementwise work (batch norm, pooling, activation, dropout) through
 conversions too. Such a layer computes in float32, from its bfloat16 input widened, and hands
 on its output in bfloat16 (``float32_layer``): on the 2-core Zen 5, paired against float32,
-S's bfloat16 step went from 0.87x to about 1.03x, its inference from 0.44x to about 0.9x
-(README, Benchmark).
+bfloat16 training steps went from 0.87-1.00x to 0.98-1.03x (S, V, A) and S's and A's inference
+from 0.44x and 0.54x to 0.80x and 0.83x (README, Benchmark).
 """
 from __future__ import annotations
 
