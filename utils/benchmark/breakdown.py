@@ -21,11 +21,11 @@ not interleaved: on a machine whose speed drifts, run it twice.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from collections import defaultdict
 
+from utils.benchmark.measure import available_peers
 from utils.nn.precision import COMPUTE_DTYPES
 
 
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.peer and args.dtype != "float32":
         parser.error("--peer compares float32 steps: leave --dtype out")
-    if args.peer and importlib.util.find_spec("torch") is None:
+    if args.peer and available_peers([args.peer])[args.peer]:
         parser.error("--peer needs PyTorch, which is not installed: pip install -e '.[bench]'")
     from utils.support import host_tuning
 
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     from utils.models.networks import get_network
 
     try:
-        get_network(args.network, **({"im_dim": args.im_dim} if args.im_dim else {}))
+        network = get_network(args.network, **({"im_dim": args.im_dim} if args.im_dim else {}))
     except ValueError as error:  # an unknown name or a size too small: one sentence
         parser.error(str(error))
     result = measure(args.network, args.batch_size, args.dtype, args.rounds, args.im_dim)
@@ -235,7 +235,6 @@ def main(argv=None) -> int:
     if args.peer:
         from utils.benchmark.peers.torch_profile import profile_steps
 
-        network = get_network(args.network, **({"im_dim": args.im_dim} if args.im_dim else {}))
         peer = profile_steps(network, args.batch_size, channels_last=args.peer == "torch_cl",
                              rounds=args.rounds)
         print(format_peer_comparison(result["rows"], conv_layer_shapes(network), peer))
